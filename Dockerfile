@@ -1,0 +1,53 @@
+# syntax=docker/dockerfile:1
+#
+# xconv container image.
+#   builder: builds the wheel and installs it into a virtualenv at /opt/venv
+#   runtime: the same slim Python base with only that virtualenv copied in
+# The runtime runs as UID/GID 10001, writes nothing outside /tmp, and works with a
+# read-only root filesystem (mount an emptyDir / tmpfs at /tmp).
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+# Project metadata first so the dependency layer is reused when only code changes.
+COPY pyproject.toml README.md CHANGELOG.md ./
+COPY consumer ./consumer
+COPY schemas ./schemas
+RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
+ && /opt/venv/bin/pip install /wheels/*.whl \
+ && /opt/venv/bin/python -m compileall -q /opt/venv \
+ && /opt/venv/bin/xconv --version
+
+FROM ${PYTHON_IMAGE} AS runtime
+ARG PYTHON_IMAGE
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="xconv" \
+      org.opencontainers.image.description="Kafka purchase events to X (Twitter) Ads Web Conversions: batched, rate-paced, at-least-once." \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="${PYTHON_IMAGE}"
+RUN groupadd --system --gid 10001 xconv \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home \
+      --home-dir /tmp --shell /usr/sbin/nologin xconv
+COPY --from=builder /opt/venv /opt/venv
+# Bytecode is precompiled in the builder; never write .pyc at run time (read-only root).
+ENV PATH="/opt/venv/bin:${PATH}" \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    TMPDIR=/tmp
+WORKDIR /tmp
+USER 10001:10001
+# /metrics, /healthz (liveness) and /readyz (readiness): observability.http_port
+EXPOSE 9464
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["xconv"]
+CMD ["run", "--config", "/etc/xconv/config.toml"]

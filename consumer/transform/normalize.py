@@ -1,0 +1,241 @@
+"""Normalisation rules of single fields: pure functions, cheap on the common input shapes."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import math
+import re
+import socket
+import time
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Final
+
+import phonenumbers
+
+from consumer.transform.types import ReasonCode
+
+_HEX64: Final = re.compile(r"[0-9a-fA-F]{64}")
+_sha256 = hashlib.sha256
+
+
+def is_sha256_hex(text: str) -> bool:
+    return len(text) == 64 and _HEX64.fullmatch(text) is not None
+
+
+def hash_email(raw: str) -> str | None:
+    """SHA-256 hex of the trimmed, lower-cased address; a 64-hex value passes through.
+
+    Returns None for text that cannot be an address (no ``@`` with text on both sides,
+    inner white space): such a value is dropped as an identifier, never sent.
+    """
+    text = raw.strip()
+    if len(text) == 64 and _HEX64.fullmatch(text):
+        return text.lower()
+    text = text.lower()
+    at = text.find("@")
+    if at <= 0 or at == len(text) - 1 or " " in text or "\t" in text:
+        return None
+    return _sha256(text.encode()).hexdigest()
+
+
+_PHONE_PUNCT: Final = str.maketrans("", "", " -().\u00a0/\t")
+_E164: Final = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def normalize_phone(raw: str, region: str) -> str | None:
+    """E.164 form of a phone number, or None when it cannot be parsed.
+
+    Input that is already E.164 once punctuation is removed takes a fast path (a
+    ``phonenumbers`` parse costs about 10 µs): only its shape is checked.
+    """
+    compact = raw.translate(_PHONE_PUNCT)
+    if compact.startswith("+") and _E164.fullmatch(compact):
+        return compact
+    try:
+        number = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    e164: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return e164
+
+
+def hash_phone(raw: str, region: str) -> str | None:
+    """SHA-256 hex of the E.164 number; a 64-hex value passes through lower-cased."""
+    text = raw.strip()
+    if len(text) == 64 and _HEX64.fullmatch(text):
+        return text.lower()
+    e164 = normalize_phone(text, region)
+    if e164 is None:
+        return None
+    return _sha256(e164.encode()).hexdigest()
+
+
+_inet_pton = socket.inet_pton
+_AF_INET = socket.AF_INET
+
+
+def normalize_ip(raw: str, send_ipv6: bool) -> str | None:
+    """Dotted-decimal IPv4 (what X documents); IPv4-mapped IPv6 is unwrapped.
+
+    Other IPv6 addresses are returned compressed only when ``send_ipv6``; else None.
+    """
+    text = raw.strip()
+    if text.count(".") == 3 and ":" not in text:
+        try:
+            _inet_pton(_AF_INET, text)
+        except OSError:
+            return None
+        # inet_pton accepts exactly four decimal parts; reject leading zeros (octal-ish).
+        for part in text.split("."):
+            if len(part) > 1 and part[0] == "0":
+                return None
+        return text
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address):
+        mapped = address.ipv4_mapped
+        if mapped is not None:
+            return str(mapped)
+        if send_ipv6 and address.scope_id is None:
+            return address.compressed
+    return None
+
+
+# --- time ----------------------------------------------------------------------------
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_DIGITS: Final = re.compile(r"[0-9]{1,17}")
+
+
+def parse_time_ms(value: object) -> int | ReasonCode:
+    """Epoch milliseconds (UTC) of an ISO 8601 text with an offset, or of epoch s/ms/µs.
+
+    Epoch numbers are told apart by size: below 1e11 seconds, below 1e14 milliseconds,
+    below 1e17 microseconds (GA4's ``timestamp_micros``). Digit-only text counts as a
+    number. A time without offset is ``naive_time``.
+    """
+    kind = type(value)
+    if kind is str:
+        text: str = value.strip()  # type: ignore[attr-defined]
+        if _DIGITS.fullmatch(text):
+            return _epoch_ms(int(text))
+        if len(text) < 10 or len(text) > 40:
+            return ReasonCode.INVALID_TIME
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            return ReasonCode.INVALID_TIME
+        if moment.tzinfo is None or moment.utcoffset() is None:
+            return ReasonCode.NAIVE_TIME
+        try:
+            delta = moment - _EPOCH
+        except OverflowError:
+            return ReasonCode.INVALID_TIME
+        return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+    if kind is int:
+        return _epoch_ms(value)  # type: ignore[arg-type]
+    if kind is float:
+        number: float = value  # type: ignore[assignment]
+        if not math.isfinite(number) or number < 0:
+            return ReasonCode.INVALID_TIME
+        if number < 1e11:
+            return round(number * 1000)
+        if number < 1e14:
+            return round(number)
+        if number < 1e17:
+            return round(number / 1000)
+        return ReasonCode.INVALID_TIME
+    return ReasonCode.INVALID_TIME
+
+
+def _epoch_ms(number: int) -> int | ReasonCode:
+    if number < 0:
+        return ReasonCode.INVALID_TIME
+    if number < 100_000_000_000:
+        return number * 1000
+    if number < 100_000_000_000_000:
+        return number
+    if number < 100_000_000_000_000_000:
+        return number // 1000
+    return ReasonCode.INVALID_TIME
+
+
+_gmtime = time.gmtime
+
+
+def format_time_ms(epoch_ms: int) -> str:
+    """``yyyy-MM-ddTHH:mm:ss.SSSZ`` in UTC, the form X's error text asks for."""
+    seconds, millis = divmod(epoch_ms, 1000)
+    t = _gmtime(seconds)
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{millis:03d}Z"
+    )
+
+
+# --- money ---------------------------------------------------------------------------
+
+_DECIMAL_TEXT: Final = re.compile(r"[0-9]{1,15}(\.[0-9]{1,10})?")
+MAX_AMOUNT: Final = 1e15
+
+
+def parse_amount(value: object) -> tuple[float, str] | None:
+    """A non-negative amount as (float, decimal text), or None when invalid.
+
+    The text keeps the producer's digits ("20.00" stays "20.00"); a JSON number keeps
+    its shortest round-trip form (19.99 stays 19.99), so no binary rounding shows up.
+    """
+    kind = type(value)
+    if kind is str:
+        text: str = value.strip()  # type: ignore[attr-defined]
+        if _DECIMAL_TEXT.fullmatch(text) is None:
+            return None
+        return float(text), text
+    if kind is float:
+        number: float = value  # type: ignore[assignment]
+        if not math.isfinite(number) or number < 0 or number >= MAX_AMOUNT:
+            return None
+        return number, repr(number)
+    if kind is int:
+        integer: int = value  # type: ignore[assignment]
+        if integer < 0 or integer >= MAX_AMOUNT:
+            return None
+        return float(integer), str(integer)
+    return None
+
+
+def sum_amounts(parts: list[tuple[str, int]]) -> tuple[float, str] | None:
+    """Exact sum of price * quantity over decimal texts (Decimal, never float)."""
+    try:
+        total = sum((Decimal(text) * quantity for text, quantity in parts), Decimal(0))
+    except InvalidOperation:
+        return None
+    if total >= Decimal(int(MAX_AMOUNT)):
+        return None
+    text = format(total, "f")
+    return float(text), text
+
+
+def parse_count(value: object) -> int | None:
+    """A positive integer (an integral float or digit text is accepted), else None."""
+    kind = type(value)
+    if kind is int:
+        count: int = value  # type: ignore[assignment]
+        return count if 0 < count < 1_000_000_000 else None
+    if kind is float:
+        number: float = value  # type: ignore[assignment]
+        if math.isfinite(number) and number.is_integer() and 0 < number < 1e9:
+            return int(number)
+        return None
+    if kind is str:
+        text: str = value.strip()  # type: ignore[attr-defined]
+        if text.isascii() and text.isdigit() and len(text) < 10:
+            count = int(text)
+            return count if count > 0 else None
+    return None

@@ -1,0 +1,197 @@
+"""Per-account request pacing: GCRA over requests and events, synced by server headers.
+
+Pacing model. X grants ``requests_per_window`` requests (and, per some pages, an events
+budget) per ``window_s`` and answers 429 when an account exceeds it. Sending as fast as
+possible burns the window in its first seconds and then stalls on 429 until the reset;
+instead every request reserves a slot from a Generic Cell Rate Algorithm: slots are
+``window_s / requests_per_window`` apart (and, with an events budget,
+``events * window_s / events_per_window`` apart), with a tolerance of ``burst``
+back-to-back requests. Sustained throughput is exactly the nominal rate, so the whole
+budget is usable while it stays spread over the window.
+
+Header sync. Other replicas may share the account, and the server's window is not
+aligned with ours, so ``observe`` reads ``x-rate-limit-remaining`` / ``-reset``: when
+the server has fewer requests left than our pace would use before the reset, the slot
+interval stretches to spread what is left (minus our own requests the server has not
+counted yet) evenly over the time to reset. It never goes below the nominal interval,
+and the stretch ends at the reset. With nothing left, sends wait for the reset.
+
+429. ``block_until`` pauses every new slot of the account until the given time; the
+caller re-checks ``blocked_for`` after sleeping for a slot reserved before the block.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Literal
+
+_UNSEEN_HORIZON_S = 120.0  # how long our reservations are remembered for header sync
+
+
+class RateBudget:
+    """Pacing state of one account; all times are ``clock()`` (monotonic) seconds."""
+
+    def __init__(
+        self,
+        requests_per_window: int,
+        window_s: float,
+        events_per_window: int | None = None,
+        *,
+        clock: Callable[[], float],
+        burst: int = 10,
+        event_burst: int = 500,
+    ) -> None:
+        if requests_per_window <= 0 or window_s <= 0:
+            raise ValueError("requests_per_window and window_s must be positive")
+        if burst < 1 or event_burst < 1:
+            raise ValueError("burst and event_burst must be at least 1")
+        self._clock = clock
+        self.requests_per_window = requests_per_window
+        self.window_s = window_s
+        self.events_per_window = events_per_window or None
+        self.burst = burst
+        self.event_burst = event_burst
+        self._req_interval = window_s / requests_per_window
+        self._evt_interval = window_s / self.events_per_window if self.events_per_window else 0.0
+        now = clock()
+        self._tat_req = now  # theoretical arrival time of the next request
+        self._tat_evt = now
+        self._blocked_until = -math.inf
+        # Server sync: a stretched interval valid until the server's reset.
+        self._sync_req: tuple[float, float] | None = None  # (interval, until)
+        self._sync_evt: tuple[float, float] | None = None
+        self._observed: tuple[int, float, float, Literal["requests", "events"]] | None = None
+        # (send_at, events) of recent reservations, in reservation order.
+        self._recent: deque[tuple[float, int]] = deque()
+
+    # -- intervals -------------------------------------------------------------------
+
+    def _interval(self, now: float, kind: Literal["requests", "events"]) -> float:
+        nominal = self._req_interval if kind == "requests" else self._evt_interval
+        sync = self._sync_req if kind == "requests" else self._sync_evt
+        if sync is not None and now < sync[1] and sync[0] > nominal:
+            return sync[0]
+        return nominal
+
+    def _tolerance(self, now: float, kind: Literal["requests", "events"]) -> float:
+        """Burst tolerance in seconds; none while the server asked us to slow down."""
+        if kind == "requests":
+            if self._interval(now, kind) > self._req_interval:
+                return 0.0
+            return (self.burst - 1) * self._req_interval
+        if self._interval(now, kind) > self._evt_interval:
+            return 0.0
+        return self.event_burst * self._evt_interval
+
+    # -- public API ------------------------------------------------------------------
+
+    def reserve(self, events: int = 1) -> float:
+        """Reserve the next send slot for a request of ``events`` conversions.
+
+        Returns the seconds to wait before sending (0.0: send now). Every attempt,
+        retries included, reserves its own slot.
+        """
+        now = self._clock()
+        start = max(now, self._blocked_until)
+        send_at = max(start, self._tat_req - self._tolerance(now, "requests"))
+        if self._evt_interval:
+            send_at = max(send_at, self._tat_evt - self._tolerance(now, "events"))
+        self._tat_req = max(self._tat_req, send_at) + self._interval(send_at, "requests")
+        if self._evt_interval:
+            self._tat_evt = max(self._tat_evt, send_at) + events * self._interval(send_at, "events")
+        self._recent.append((send_at, events))
+        self._prune(now)
+        return send_at - now
+
+    def blocked_for(self) -> float:
+        """Seconds until a 429 block (or an exhausted server budget) ends; 0.0 if none."""
+        return max(0.0, self._blocked_until - self._clock())
+
+    def block_until(self, monotonic_t: float) -> None:
+        """Pause all sends of the account until ``monotonic_t`` (on 429)."""
+        self._blocked_until = max(self._blocked_until, monotonic_t)
+
+    def observe(
+        self,
+        limit: int | None,
+        remaining: int,
+        reset_epoch: float,
+        wall_now: float,
+        *,
+        sent_at: float | None = None,
+        kind: Literal["requests", "events"] = "requests",
+    ) -> None:
+        """Sync with ``x-rate-limit-*`` headers of a response.
+
+        ``sent_at`` is the monotonic time the observed request was sent: our
+        reservations after it are not yet in the server's ``remaining``. Without it
+        only reservations still in the future are assumed uncounted. ``kind`` says
+        whether the server counts requests (the default) or events.
+        """
+        del limit  # the interval comes from remaining/reset; nominal caps the rate
+        now = self._clock()
+        reset_in = reset_epoch - wall_now
+        if reset_in <= 0:
+            return  # stale: that window is over
+        reset_at = now + reset_in
+        self._prune(now)
+        horizon = now if sent_at is None else sent_at
+        unseen = 0
+        for at, events in reversed(self._recent):
+            if at <= horizon:
+                break
+            unseen += 1 if kind == "requests" else events
+        left = remaining - unseen
+        self._observed = (remaining, now, reset_at, kind)
+        if left < 0:
+            # Even slots already handed out would overrun: hold everything to the reset.
+            self.block_until(reset_at)
+            return
+        if left == 0:
+            # What we reserved fits exactly; new slots start after the reset.
+            # (The tolerance is added so that no burst slot lands before the reset.)
+            floor = reset_at + self._tolerance(now, kind)
+            if kind == "requests":
+                self._tat_req = max(self._tat_req, floor)
+            else:
+                self._tat_evt = max(self._tat_evt, floor)
+            return
+        tat = self._tat_req if kind == "requests" else self._tat_evt
+        span = reset_at - max(now, tat)
+        if span <= 0:
+            return
+        sync = (span / left, reset_at)
+        if kind == "requests":
+            self._sync_req = sync
+        else:
+            self._sync_evt = sync
+
+    def remaining_estimate(self) -> int:
+        """For metrics: the server's last ``remaining`` minus what we reserved since.
+
+        Without a current server observation, the nominal ``requests_per_window``.
+        """
+        if self._observed is None:
+            return self.requests_per_window
+        remaining, observed_at, reset_at, kind = self._observed
+        now = self._clock()
+        if now >= reset_at:
+            return self.requests_per_window
+        used = 0
+        for at, events in reversed(self._recent):
+            if at <= observed_at:
+                break
+            used += 1 if kind == "requests" else events
+        return max(0, remaining - used)
+
+    def current_interval(self) -> float:
+        """Seconds between request slots right now (nominal or stretched), for metrics."""
+        return self._interval(self._clock(), "requests")
+
+    def _prune(self, now: float) -> None:
+        cutoff = now - _UNSEEN_HORIZON_S
+        recent = self._recent
+        while recent and recent[0][0] < cutoff:
+            recent.popleft()

@@ -1,0 +1,1 @@
+"""Observability edge: structured, redacted logs; Prometheus metrics; health endpoints."""

@@ -1,0 +1,314 @@
+"""PII and secret redaction for log event dicts: pure, no I/O, cheap enough for every line.
+
+Two independent nets, so that one mistake in a call site is not enough to leak:
+
+1. **By key name.** A value whose key names a secret or personal field (``password``,
+   ``access_token``, ``email``, ``phone``, ``ip_address``, ``user_agent``...) is replaced by
+   ``[redacted]`` whatever it holds, including nested containers.
+2. **By value pattern.** Every other string (event message, exception text, nested values,
+   dict keys) is scanned for e-mail addresses, phone numbers, IPv4/IPv6 addresses and
+   credential shapes (``Bearer x``, ``oauth_signature="x"``, ``password=x``,
+   ``scheme://user:pass@host``); each hit is replaced by a typed placeholder
+   (``[email]``, ``[phone]``, ``[ip]``, ``[secret]``).
+
+Infrastructure addresses are not personal data: values under the keys in
+``INFRA_ADDRESS_KEYS`` (``bootstrap_servers``, ``listen``, ``base_url``...) keep their IP
+addresses (the other patterns still apply), and loopback/unspecified addresses
+(``127.0.0.0/8``, ``::1``, ``0.0.0.0``, ``::``) are kept everywhere.
+
+Numbers are only redacted when they look like phone numbers written by a human: a leading
+``+``, a parenthesised area code, or 7 to 15 digits split into groups by spaces, dashes or
+dots. Bare digit runs (offsets, partitions, timestamps), decimals (durations), ISO dates,
+hex hashes and UUIDs are left alone; ``int``/``float`` values are never touched.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any, Final
+
+REDACTED: Final = "[redacted]"
+EMAIL: Final = "[email]"
+PHONE: Final = "[phone]"
+IP: Final = "[ip]"
+SECRET: Final = "[secret]"  # noqa: S105 (a placeholder, not a password)
+
+#: Key name parts (after splitting ``snake_case``, ``kebab-case``, ``dotted.keys`` and
+#: ``camelCase``) that make the whole value sensitive.
+SENSITIVE_KEY_PARTS: Final = frozenset(
+    {
+        "password",
+        "passwd",
+        "pwd",
+        "secret",
+        "token",
+        "authorization",
+        "auth_header",
+        "cookie",
+        "credential",
+        "credentials",
+        "signature",
+        "email",
+        "emails",
+        "phone",
+        "phones",
+        "msisdn",
+        "ip",
+        "ipv4",
+        "ipv6",
+    }
+)
+
+#: Whole (normalised) key names that are sensitive although no single part is.
+SENSITIVE_KEYS: Final = frozenset(
+    {
+        "consumer_key",
+        "api_key",
+        "apikey",
+        "private_key",
+        "ip_address",
+        "user_agent",
+        "useragent",
+        "remote_addr",
+        "x_forwarded_for",
+        "forwarded",
+        "proxy_authorization",
+        "sasl_username",
+        "first_name",
+        "last_name",
+        "full_name",
+        "street",
+        "street_address",
+        "shipping_address",
+        "billing_address",
+        "postal_code",
+        "zip",
+    }
+)
+
+#: Keys whose values carry the service's own infrastructure endpoints: IP addresses
+#: under them (recursively) are kept. E-mail/phone/secret patterns still apply.
+INFRA_ADDRESS_KEYS: Final = frozenset(
+    {
+        "listen",
+        "bind",
+        "host",
+        "hosts",
+        "port",
+        "bootstrap",
+        "bootstrap_servers",
+        "broker",
+        "brokers",
+        "base_url",
+        "endpoint",
+        "metrics_address",
+        "sandbox_url",
+    }
+)
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_KEY_SPLIT = re.compile(r"[_\-.\s]+")
+
+_KEY_PLAIN: Final = 0
+_KEY_SENSITIVE: Final = 1
+_KEY_INFRA: Final = 2
+
+
+@lru_cache(maxsize=4096)
+def _classify_key(key: str) -> int:
+    normal = _KEY_SPLIT.sub("_", _CAMEL.sub("_", key).lower()).strip("_")
+    if normal in SENSITIVE_KEYS:
+        return _KEY_SENSITIVE
+    parts = normal.split("_")
+    if any(part in SENSITIVE_KEY_PARTS for part in parts):
+        return _KEY_SENSITIVE
+    if normal in INFRA_ADDRESS_KEYS:
+        return _KEY_INFRA
+    return _KEY_PLAIN
+
+
+def is_sensitive_key(key: str) -> bool:
+    """True when a value stored under ``key`` is always replaced by ``[redacted]``."""
+    return _classify_key(key) == _KEY_SENSITIVE
+
+
+# --- value patterns ------------------------------------------------------------------
+
+_URL_USERINFO = re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)")
+_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
+# `Bearer x`, `Basic x`: the scheme stays, the credential goes.
+_AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic|digest)(\s+)[A-Za-z0-9._~+/=\-]{6,}")
+# oauth_*="value" inside an OAuth header, except harmless protocol parameters.
+_OAUTH_PARAM = re.compile(
+    r"(?i)\b(oauth_(?:consumer_key|token|signature|nonce|verifier|callback))"
+    r"(\s*=\s*)(\"[^\"]*\"|[^\s,&\"]+)"
+)
+# key=value / key: value where the key's last word names a secret.
+_SECRET_KV = re.compile(
+    r"(?i)\b([\w.\-]*?(?:password|passwd|secret|token|api[_\-]?key|consumer[_\-]key|"
+    r"authorization|cookie))\b([\"']?\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s\"',;&)}\]]+)"
+)
+_IPV4 = re.compile(
+    r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
+    r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\d|\.\d)"
+)
+# Candidates only; ipaddress validates them (times like 12:30:45 are not addresses).
+_IPV6 = re.compile(
+    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|"
+    r"(?:\d{1,3}\.){3}\d{1,3})?(?:%[\w.]+)?(?![\w:])"
+)
+_PHONE_CANDIDATE = re.compile(r"(?<![\w.+\-(])(?:\+|\()?\d[\d .()\-]*\d(?![\w\-]|\.\w)")
+_ISO_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}")
+_GROUP_SPLIT = re.compile(r"[ .()\-]+")
+_DIGIT = re.compile(r"\d")
+_LOOPBACK_V4_PREFIX: Final = "127."
+
+
+def _ipv4_sub(match: re.Match[str]) -> str:
+    text = match.group(0)
+    if text.startswith(_LOOPBACK_V4_PREFIX) or text == "0.0.0.0":  # noqa: S104
+        return text
+    return IP
+
+
+def _ipv6_sub(match: re.Match[str]) -> str:
+    text = match.group(0)
+    if text.count(":") < 2:
+        return text
+    try:
+        addr = ipaddress.IPv6Address(text)
+    except ValueError:
+        return text
+    if addr.is_loopback or addr.is_unspecified:
+        return text
+    return IP
+
+
+def _looks_like_phone(text: str) -> bool:
+    digits = sum(ch.isdigit() for ch in text)
+    if not 7 <= digits <= 15:
+        return False
+    if text[0] in "+(":
+        return True
+    if _ISO_DATE.match(text):
+        return False
+    seps = set(_GROUP_SPLIT.findall(text))
+    groups = [g for g in _GROUP_SPLIT.split(text) if g]
+    if len(groups) < 2:
+        return False  # a bare digit run: an offset, an id, a timestamp
+    if seps == {"."} and len(groups) == 2:
+        return False  # a decimal number
+    if len(groups) == 2:
+        # "555-1234" / "07911-123456", but neither "200 1234" (status and size in an access
+        # log) nor "1000000-1000499" (an offset range): a local prefix is shorter than the rest.
+        first, second = groups
+        return seps == {"-"} and 3 <= len(first) <= 5 and len(first) < len(second)
+    return True
+
+
+def _phone_sub(match: re.Match[str]) -> str:
+    text = match.group(0)
+    return PHONE if _looks_like_phone(text) else text
+
+
+def _keep_two_groups(match: re.Match[str]) -> str:
+    return match.group(1) + match.group(2) + SECRET
+
+
+def redact_text(text: str, *, keep_ips: bool = False) -> str:
+    """Replace e-mails, phones, IPs and credential shapes in free text by placeholders."""
+    if "@" in text:
+        if "://" in text:
+            text = _URL_USERINFO.sub(SECRET, text)
+        text = _EMAIL_RE.sub(EMAIL, text)
+    if " " in text:
+        text = _AUTH_SCHEME.sub(_keep_two_groups, text)
+    if "=" in text or ":" in text:
+        text = _SECRET_KV.sub(_keep_two_groups, text)
+        if "oauth_" in text or "OAUTH_" in text:
+            text = _OAUTH_PARAM.sub(_keep_two_groups, text)
+    if not keep_ips:
+        if ":" in text:
+            text = _IPV6.sub(_ipv6_sub, text)
+        if "." in text:
+            text = _IPV4.sub(_ipv4_sub, text)
+    if _DIGIT.search(text) is not None:
+        text = _PHONE_CANDIDATE.sub(_phone_sub, text)
+    return text
+
+
+def redact_value(value: Any, *, keep_ips: bool = False) -> Any:
+    """Redact any loggable value by pattern; containers recursively, keys by name too.
+
+    Objects other than str/bytes/numbers/containers are turned into ``str(value)`` and
+    scanned, so a custom ``__repr__`` cannot smuggle PII past the renderer.
+    """
+    if isinstance(value, str):
+        return redact_text(value, keep_ips=keep_ips)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        return _redact_mapping(value, keep_ips=keep_ips)
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact_value(item, keep_ips=keep_ips) for item in value]
+    if isinstance(value, bytes | bytearray | memoryview):
+        return redact_text(bytes(value).decode("utf-8", "replace"), keep_ips=keep_ips)
+    return redact_text(str(value), keep_ips=keep_ips)
+
+
+def _redact_mapping(mapping: Mapping[Any, Any], *, keep_ips: bool) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
+    for key, val in mapping.items():
+        if isinstance(key, str):
+            kind = _classify_key(key)
+            out_key = redact_text(key, keep_ips=keep_ips)
+        else:
+            kind = _KEY_PLAIN
+            out_key = key
+        if kind == _KEY_SENSITIVE:
+            out[out_key] = REDACTED if val is not None else None
+        else:
+            out[out_key] = redact_value(val, keep_ips=keep_ips or kind == _KEY_INFRA)
+    return out
+
+
+def redact_event_dict(
+    event_dict: Mapping[str, Any], passthrough: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """Return a redacted copy of a structlog event dict, keys in their original order.
+
+    Top-level keys are chosen by code, so they are classified but not scanned; keys in
+    ``passthrough`` (values structlog itself adds, like the timestamp) are copied as is.
+    """
+    out: dict[str, Any] = {}
+    for key, val in event_dict.items():
+        if key in passthrough:
+            out[key] = val
+            continue
+        kind = _classify_key(key)
+        if kind == _KEY_SENSITIVE:
+            out[key] = REDACTED if val is not None else None
+        elif isinstance(val, str):
+            out[key] = redact_text(val, keep_ips=kind == _KEY_INFRA)
+        else:
+            out[key] = redact_value(val, keep_ips=kind == _KEY_INFRA)
+    return out
+
+
+class RedactProcessor:
+    """structlog processor wrapping :func:`redact_event_dict`; put it last before the renderer.
+
+    ``passthrough`` names keys that structlog itself fills (timestamp, level), so they are
+    not scanned: a small saving on every line.
+    """
+
+    __slots__ = ("_passthrough",)
+
+    def __init__(self, passthrough: frozenset[str] = frozenset({"timestamp", "level"})) -> None:
+        self._passthrough = passthrough
+
+    def __call__(self, logger: object, method_name: str, event_dict: Any) -> Any:
+        return redact_event_dict(event_dict, self._passthrough)

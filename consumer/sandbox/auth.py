@@ -1,0 +1,250 @@
+"""Authentication as X does it: OAuth 1.0a HMAC-SHA1 (verified by oauthlib) or X-Pixel-Token.
+
+The signature base string is rebuilt from the method, the URL the server reconstructs
+(``public_base_url`` or scheme + ``Host`` header, then the raw path and query) and the
+OAuth parameters; a JSON body is not part of it (RFC 5849 signs form bodies only).
+A timestamp further than ``skew_s`` from the clock is stale; a nonce seen before for the
+same client and token inside the window is a replay. Nonces are kept in bounded memory.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from oauthlib.common import Request
+from oauthlib.oauth1 import RequestValidator, ResourceEndpoint
+from oauthlib.oauth1.rfc5849 import SIGNATURE_HMAC_SHA1
+
+from consumer.sandbox.config import AccountConfig
+
+
+class AuthFailure(enum.Enum):
+    """Why a request was refused; reason names for stats and logs, not secrets."""
+
+    MISSING = "missing"
+    MALFORMED = "malformed"
+    STALE_TIMESTAMP = "stale_timestamp"
+    REPLAYED_NONCE = "replayed_nonce"
+    UNKNOWN_CLIENT = "unknown_client"
+    UNKNOWN_TOKEN = "unknown_token"  # noqa: S105 - a reason name
+    BAD_SIGNATURE = "bad_signature"
+    BAD_PIXEL_TOKEN = "bad_pixel_token"  # noqa: S105 - a reason name
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    """``accounts`` are the ad accounts the verified credentials may act for."""
+
+    failure: AuthFailure | None
+    accounts: frozenset[str] = frozenset()
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+class NonceStore:
+    """Remembers (client, token, nonce) for ``ttl_s``; at most ``capacity`` entries.
+
+    Past capacity the oldest entries go first: a replay of an evicted nonce would then
+    pass, which only happens if more than ``capacity`` requests arrive within ``ttl_s``.
+    """
+
+    def __init__(self, ttl_s: float, capacity: int, clock: Callable[[], float]) -> None:
+        self._ttl_s = ttl_s
+        self._capacity = capacity
+        self._clock = clock
+        self._seen: OrderedDict[tuple[str, str, str], float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def first_use(self, key: tuple[str, str, str]) -> bool:
+        """True the first time ``key`` is offered inside its lifetime, False for a replay."""
+        now = self._clock()
+        seen = self._seen
+        while seen:
+            oldest_key, expires = next(iter(seen.items()))
+            if expires > now and len(seen) < self._capacity:
+                break
+            del seen[oldest_key]
+        if key in seen:
+            return False
+        seen[key] = now + self._ttl_s
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Credential:
+    consumer_secret: str
+    access_token_secret: str
+    accounts: frozenset[str]
+
+
+_DUMMY = "xconv-sandbox-dummy"
+_LONG_AGO_S = 10 * 365 * 86400  # oauthlib's own window, wide open: ours uses the clock
+
+
+class _Validator(RequestValidator):
+    """oauthlib's hooks, answered from the sandbox's account table.
+
+    oauthlib checks key and nonce formats against narrow defaults (20-30 alphanumerics);
+    real X tokens contain ``-`` and clients choose their nonce length, so any printable
+    value up to 256 characters is accepted here.
+    """
+
+    def __init__(
+        self,
+        credentials: Mapping[tuple[str, str], _Credential],
+        nonces: NonceStore,
+        skew_s: float,
+        clock: Callable[[], float],
+    ) -> None:
+        super().__init__()
+        self._credentials = credentials
+        self._client_secrets = {key: c.consumer_secret for (key, _), c in credentials.items()}
+        self._nonces = nonces
+        self._skew_s = skew_s
+        self._clock = clock
+        self.failure: AuthFailure | None = None
+
+    @property
+    def allowed_signature_methods(self) -> tuple[str, ...]:
+        return (SIGNATURE_HMAC_SHA1,)
+
+    @property
+    def enforce_ssl(self) -> bool:
+        return False  # the sandbox is plain HTTP on loopback or a compose network
+
+    @property
+    def timestamp_lifetime(self) -> int:
+        return _LONG_AGO_S
+
+    @property
+    def dummy_client(self) -> str:
+        return _DUMMY
+
+    @property
+    def dummy_access_token(self) -> str:
+        return _DUMMY
+
+    @staticmethod
+    def _printable(value: str) -> bool:
+        return 0 < len(value) <= 256 and value.isprintable()
+
+    def check_client_key(self, client_key: str) -> bool:
+        return self._printable(client_key)
+
+    def check_access_token(self, request_token: str) -> bool:
+        return self._printable(request_token)
+
+    def check_nonce(self, nonce: str) -> bool:
+        return self._printable(nonce)
+
+    def validate_timestamp_and_nonce(  # noqa: PLR0917 - oauthlib's signature
+        self,
+        client_key: str,
+        timestamp: str,
+        nonce: str,
+        request: Request,
+        request_token: str | None = None,
+        access_token: str | None = None,
+    ) -> bool:
+        if abs(self._clock() - int(timestamp)) > self._skew_s:
+            self.failure = AuthFailure.STALE_TIMESTAMP
+            return False
+        if not self._nonces.first_use((client_key, access_token or "", nonce)):
+            self.failure = AuthFailure.REPLAYED_NONCE
+            return False
+        return True
+
+    def validate_client_key(self, client_key: str, request: Request) -> bool:
+        if client_key in self._client_secrets:
+            return True
+        self.failure = self.failure or AuthFailure.UNKNOWN_CLIENT
+        return False
+
+    def validate_access_token(self, client_key: str, token: str, request: Request) -> bool:
+        if (client_key, token) in self._credentials:
+            return True
+        self.failure = self.failure or AuthFailure.UNKNOWN_TOKEN
+        return False
+
+    def validate_realms(
+        self,
+        client_key: str,
+        token: str,
+        request: Request,
+        uri: str | None = None,
+        realms: Any = None,
+    ) -> bool:
+        return True
+
+    def get_client_secret(self, client_key: str, request: Request) -> str:
+        return self._client_secrets.get(client_key, _DUMMY)
+
+    def get_access_token_secret(self, client_key: str, token: str, request: Request) -> str:
+        credential = self._credentials.get((client_key, token))
+        return credential.access_token_secret if credential else _DUMMY
+
+
+class Authenticator:
+    """Verifies either way of authenticating and names the failure (for stats, not answers)."""
+
+    def __init__(
+        self,
+        accounts: Iterable[AccountConfig],
+        *,
+        skew_s: float = 300.0,
+        nonce_capacity: int = 200_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        table: dict[tuple[str, str], _Credential] = {}
+        self._pixel_tokens: dict[str, str] = {}
+        for account in accounts:
+            pair = (account.consumer_key, account.access_token)
+            known = table.get(pair)
+            table[pair] = _Credential(
+                account.consumer_secret,
+                account.access_token_secret,
+                (known.accounts if known else frozenset()) | {account.account_id},
+            )
+            if account.pixel_token:
+                self._pixel_tokens[account.account_id] = account.pixel_token
+        self._credentials = table
+        # A replayed nonce is only possible while its timestamp is fresh: keep it that long.
+        self.nonces = NonceStore(2 * skew_s, nonce_capacity, clock)
+        self._validator = _Validator(table, self.nonces, skew_s, clock)
+        self._endpoint = ResourceEndpoint(self._validator)
+
+    def verify_oauth(self, method: str, uri: str, authorization: str | None) -> AuthResult:
+        if not authorization or not authorization.lstrip().startswith("OAuth "):
+            return AuthResult(AuthFailure.MISSING)
+        validator = self._validator
+        validator.failure = None
+        try:
+            valid, request = self._endpoint.validate_protected_resource_request(
+                uri, http_method=method, body=None, headers={"Authorization": authorization}
+            )
+        except (ValueError, TypeError, KeyError):  # oauthlib: header it cannot parse
+            return AuthResult(AuthFailure.MALFORMED)
+        if valid and request is not None:
+            credential = self._credentials[(request.client_key, request.resource_owner_key)]
+            return AuthResult(None, credential.accounts)
+        if validator.failure is not None:
+            return AuthResult(validator.failure)
+        if request is None or request.validator_log.get("signature") is None:
+            return AuthResult(AuthFailure.MALFORMED)
+        return AuthResult(AuthFailure.BAD_SIGNATURE)
+
+    def verify_pixel_token(self, account_id: str, token: str) -> AuthResult:
+        expected = self._pixel_tokens.get(account_id)
+        if expected is not None and hmac.compare_digest(expected.encode(), token.encode()):
+            return AuthResult(None, frozenset({account_id}))
+        return AuthResult(AuthFailure.BAD_PIXEL_TOKEN)

@@ -138,7 +138,9 @@ def is_sensitive_key(key: str) -> bool:
 # --- value patterns ------------------------------------------------------------------
 
 _URL_USERINFO = re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)")
-_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
+_EMAIL_RE = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
+)
 # `Bearer x`, `Basic x`: the scheme stays, the credential goes.
 _AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic|digest)(\s+)[A-Za-z0-9._~+/=\-]{6,}")
 # oauth_*="value" inside an OAuth header, except harmless protocol parameters.
@@ -147,8 +149,10 @@ _OAUTH_PARAM = re.compile(
     r"(\s*=\s*)(\"[^\"]*\"|[^\s,&\"]+)"
 )
 # key=value / key: value where the key's last word names a secret.
+_SECRET_WORDS: Final = ("pass", "secret", "token", "key", "authorization", "cookie")
+_AUTH_SCHEME_WORDS: Final = ("bearer", "basic", "digest")
 _SECRET_KV = re.compile(
-    r"(?i)\b([\w.\-]*?(?:password|passwd|secret|token|api[_\-]?key|consumer[_\-]key|"
+    r"(?i)((?:password|passwd|secret|token|api[_\-]?key|consumer[_\-]key|"
     r"authorization|cookie))\b([\"']?\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s\"',;&)}\]]+)"
 )
 _IPV4 = re.compile(
@@ -196,16 +200,19 @@ def _looks_like_phone(text: str) -> bool:
     if _ISO_DATE.match(text):
         return False
     seps = set(_GROUP_SPLIT.findall(text))
+    if seps == {"."} and _IPV4.fullmatch(text):
+        return False  # an address kept on purpose (loopback, infrastructure key)
     groups = [g for g in _GROUP_SPLIT.split(text) if g]
     if len(groups) < 2:
         return False  # a bare digit run: an offset, an id, a timestamp
     if seps == {"."} and len(groups) == 2:
         return False  # a decimal number
     if len(groups) == 2:
-        # "555-1234" / "07911-123456", but neither "200 1234" (status and size in an access
-        # log) nor "1000000-1000499" (an offset range): a local prefix is shorter than the rest.
+        # National formats such as "030 123456" or "555-1234"; not "1000000-1000499" (an
+        # offset range with a long first part). A "200 1234" in free text is redacted too:
+        # over-redaction is the safe side.
         first, second = groups
-        return seps == {"-"} and 3 <= len(first) <= 5 and len(first) < len(second)
+        return len(first) <= 5 and len(second) >= 3
     return True
 
 
@@ -224,12 +231,17 @@ def redact_text(text: str, *, keep_ips: bool = False) -> str:
         if "://" in text:
             text = _URL_USERINFO.sub(SECRET, text)
         text = _EMAIL_RE.sub(EMAIL, text)
-    if " " in text:
-        text = _AUTH_SCHEME.sub(_keep_two_groups, text)
-    if "=" in text or ":" in text:
-        text = _SECRET_KV.sub(_keep_two_groups, text)
-        if "oauth_" in text or "OAUTH_" in text:
-            text = _OAUTH_PARAM.sub(_keep_two_groups, text)
+    # Case-insensitive alternations are slow in `re`: run them only when a keyword is there.
+    has_space = " " in text
+    has_kv = "=" in text or ":" in text
+    if has_space or has_kv:
+        lower = text.lower()
+        if has_space and any(word in lower for word in _AUTH_SCHEME_WORDS):
+            text = _AUTH_SCHEME.sub(_keep_two_groups, text)
+        if has_kv and any(word in lower for word in _SECRET_WORDS):
+            text = _SECRET_KV.sub(_keep_two_groups, text)
+            if "oauth_" in lower:
+                text = _OAUTH_PARAM.sub(_keep_two_groups, text)
     if not keep_ips:
         if ":" in text:
             text = _IPV6.sub(_ipv6_sub, text)

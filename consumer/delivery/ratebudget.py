@@ -62,7 +62,10 @@ class RateBudget:
         # Server sync: a stretched interval valid until the server's reset.
         self._sync_req: tuple[float, float] | None = None  # (interval, until)
         self._sync_evt: tuple[float, float] | None = None
-        self._observed: tuple[int, float, float, Literal["requests", "events"]] | None = None
+        # (left for new reservations, reservation counter then, reset_at, kind)
+        self._observed: tuple[int, int, float, Literal["requests", "events"]] | None = None
+        self._reserved_requests = 0
+        self._reserved_events = 0
         # (send_at, events) of recent reservations, in reservation order.
         self._recent: deque[tuple[float, int]] = deque()
 
@@ -102,6 +105,8 @@ class RateBudget:
         if self._evt_interval:
             self._tat_evt = max(self._tat_evt, send_at) + events * self._interval(send_at, "events")
         self._recent.append((send_at, events))
+        self._reserved_requests += 1
+        self._reserved_events += events
         self._prune(now)
         return send_at - now
 
@@ -144,7 +149,8 @@ class RateBudget:
                 break
             unseen += 1 if kind == "requests" else events
         left = remaining - unseen
-        self._observed = (remaining, now, reset_at, kind)
+        counter = self._reserved_requests if kind == "requests" else self._reserved_events
+        self._observed = (max(0, left), counter, reset_at, kind)
         if left < 0:
             # Even slots already handed out would overrun: hold everything to the reset.
             self.block_until(reset_at)
@@ -169,22 +175,17 @@ class RateBudget:
             self._sync_evt = sync
 
     def remaining_estimate(self) -> int:
-        """For metrics: the server's last ``remaining`` minus what we reserved since.
+        """For metrics: the server's last ``remaining`` minus what we reserved beyond it.
 
         Without a current server observation, the nominal ``requests_per_window``.
         """
         if self._observed is None:
             return self.requests_per_window
-        remaining, observed_at, reset_at, kind = self._observed
-        now = self._clock()
-        if now >= reset_at:
+        left, counter, reset_at, kind = self._observed
+        if self._clock() >= reset_at:
             return self.requests_per_window
-        used = 0
-        for at, events in reversed(self._recent):
-            if at <= observed_at:
-                break
-            used += 1 if kind == "requests" else events
-        return max(0, remaining - used)
+        now_counter = self._reserved_requests if kind == "requests" else self._reserved_events
+        return max(0, left - (now_counter - counter))
 
     def current_interval(self) -> float:
         """Seconds between request slots right now (nominal or stretched), for metrics."""

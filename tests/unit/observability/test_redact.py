@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+import traceback
+
 import phonenumbers
 import pytest
 from hypothesis import given, settings
@@ -223,8 +226,6 @@ def test_generated_public_ipv4_never_survives(
 @settings(max_examples=200, deadline=None)
 @given(groups=st.lists(st.integers(0, 0xFFFF), min_size=8, max_size=8))
 def test_generated_ipv6_never_survives(groups: list[int]) -> None:
-    import ipaddress
-
     groups[0] = 0x2001  # keep it away from ::1 and ::
     addr = ipaddress.IPv6Address(":".join(f"{g:x}" for g in groups))
     for form in (str(addr), addr.exploded):
@@ -251,8 +252,6 @@ def test_example_numbers_of_every_region_are_redacted(fmt: int) -> None:
 
 
 def test_exception_text_is_scanned() -> None:
-    import traceback
-
     try:
         raise RuntimeError("send failed for bob@example.net via 198.51.100.20 (+1 202 555 0143)")
     except RuntimeError as exc:

@@ -226,6 +226,10 @@ class SampleGenerator:
         key = str(order.number).encode()
         return SampleEvent(chosen, key, value, defect, DEFECTS[defect] if defect else None)
 
+    def random_defect(self) -> str:
+        """One of ``DEFECTS``, drawn from this generator's seeded stream."""
+        return self._rng.choice(tuple(DEFECTS))
+
     # --- building blocks -------------------------------------------------------------
 
     def _order(self) -> _Order:

@@ -6,7 +6,6 @@ import hashlib
 import ipaddress
 import math
 import re
-import socket
 import time
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -42,22 +41,48 @@ def hash_email(raw: str) -> str | None:
 
 _PHONE_PUNCT: Final = str.maketrans("", "", " -().\u00a0/\t")
 _E164: Final = re.compile(r"\+[1-9][0-9]{6,14}")
+# North American Numbering Plan regions: a 10-digit national number is +1 and its digits.
+NANP_REGIONS: Final = frozenset(
+    "US CA AG AI AS BB BM BS DM DO GD GU JM KN KY LC MP MS PR SX TC TT VC VG VI".split()  # noqa: SIM905
+)
+_POSSIBLE = phonenumbers.ValidationResult.IS_POSSIBLE
+
+
+def _fast_phone(compact: str, nanp: bool) -> str | None:
+    """E.164 without a ``phonenumbers`` parse for the two shapes that need none."""
+    if not compact.isascii():
+        return None
+    if compact.startswith("+"):
+        return compact if _E164.fullmatch(compact) else None
+    if nanp and compact.isdigit():
+        if len(compact) == 10 and compact[0] > "1" and compact[3] > "1":
+            return "+1" + compact
+        if len(compact) == 11 and compact[0] == "1" and compact[1] > "1" and compact[4] > "1":
+            return "+" + compact
+    return None
 
 
 def normalize_phone(raw: str, region: str) -> str | None:
     """E.164 form of a phone number, or None when it cannot be parsed.
 
-    Input that is already E.164 once punctuation is removed takes a fast path (a
-    ``phonenumbers`` parse costs about 10 µs): only its shape is checked.
+    Fast paths (a ``phonenumbers`` parse costs 10-30 µs): input that is E.164 once
+    punctuation is removed (only its shape is checked), and 10-digit NANP numbers when
+    the default region is in the NANP. Everything else is parsed with the default
+    region and must be a possible number (not only a local one).
     """
-    compact = raw.translate(_PHONE_PUNCT)
-    if compact.startswith("+") and _E164.fullmatch(compact):
-        return compact
+    compact = raw.replace(" ", "").replace("-", "")
+    if "(" in compact or "." in compact or "/" in compact or "\u00a0" in compact:
+        compact = compact.translate(_PHONE_PUNCT)
+    fast = _fast_phone(compact, region in NANP_REGIONS)
+    if fast is not None:
+        return fast
+    if compact.startswith("+") and compact[1:].isdigit() and compact.isascii():
+        return None  # looked like E.164 but has a bad length or a leading zero
     try:
         number = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException:
         return None
-    if not phonenumbers.is_possible_number(number):
+    if phonenumbers.is_possible_number_with_reason(number) != _POSSIBLE:
         return None
     e164: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return e164
@@ -74,26 +99,19 @@ def hash_phone(raw: str, region: str) -> str | None:
     return _sha256(e164.encode()).hexdigest()
 
 
-_inet_pton = socket.inet_pton
-_AF_INET = socket.AF_INET
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4: Final = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 
 
 def normalize_ip(raw: str, send_ipv6: bool) -> str | None:
     """Dotted-decimal IPv4 (what X documents); IPv4-mapped IPv6 is unwrapped.
 
     Other IPv6 addresses are returned compressed only when ``send_ipv6``; else None.
+    Leading zeros in IPv4 parts are refused (ambiguous: octal in some parsers).
     """
     text = raw.strip()
-    if text.count(".") == 3 and ":" not in text:
-        try:
-            _inet_pton(_AF_INET, text)
-        except OSError:
-            return None
-        # inet_pton accepts exactly four decimal parts; reject leading zeros (octal-ish).
-        for part in text.split("."):
-            if len(part) > 1 and part[0] == "0":
-                return None
-        return text
+    if ":" not in text:
+        return text if _IPV4.fullmatch(text) else None
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
@@ -110,7 +128,6 @@ def normalize_ip(raw: str, send_ipv6: bool) -> str | None:
 # --- time ----------------------------------------------------------------------------
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_DIGITS: Final = re.compile(r"[0-9]{1,17}")
 
 
 def parse_time_ms(value: object) -> int | ReasonCode:
@@ -123,7 +140,7 @@ def parse_time_ms(value: object) -> int | ReasonCode:
     kind = type(value)
     if kind is str:
         text: str = value.strip()  # type: ignore[attr-defined]
-        if _DIGITS.fullmatch(text):
+        if text.isdigit() and text.isascii() and len(text) < 18:
             return _epoch_ms(int(text))
         if len(text) < 10 or len(text) > 40:
             return ReasonCode.INVALID_TIME
@@ -166,17 +183,26 @@ def _epoch_ms(number: int) -> int | ReasonCode:
     return ReasonCode.INVALID_TIME
 
 
-_gmtime = time.gmtime
+_TWO: Final = tuple(f"{n:02d}" for n in range(60))
+_THREE: Final = tuple(f"{n:03d}" for n in range(1000))
+_day_cache: dict[int, str] = {}
 
 
 def format_time_ms(epoch_ms: int) -> str:
     """``yyyy-MM-ddTHH:mm:ss.SSSZ`` in UTC, the form X's error text asks for."""
     seconds, millis = divmod(epoch_ms, 1000)
-    t = _gmtime(seconds)
-    return (
-        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
-        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{millis:03d}Z"
-    )
+    day, rest = divmod(seconds, 86400)
+    prefix = _day_cache.get(day)
+    if prefix is None:
+        t = time.gmtime(day * 86400)
+        prefix = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+        if len(_day_cache) > 4096:
+            _day_cache.clear()
+        _day_cache[day] = prefix
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    two = _TWO
+    return f"{prefix}{two[hours]}:{two[minutes]}:{two[secs]}.{_THREE[millis]}Z"
 
 
 # --- money ---------------------------------------------------------------------------

@@ -46,25 +46,92 @@ _loads = orjson.loads
 _dumps = orjson.dumps
 
 
-def _compile(source: Source | None) -> _Alts:
-    if source is None:
-        return ()
-    texts = [source] if isinstance(source, str) else source
-    return tuple(
-        (text, None, text[1:]) if text.startswith("=") else (text, compile_path(text), None)
-        for text in texts
-    )
+class _Field:
+    """A compiled field source: ``get(doc)`` is the hot-path read, ``where(doc)`` the path
+    text reported in a rejection (computed only then)."""
+
+    __slots__ = ("alts", "get", "key")
+
+    def __init__(self, source: Source | None) -> None:
+        texts = [] if source is None else [source] if isinstance(source, str) else source
+        self.alts: _Alts = tuple(
+            (text, None, text[1:]) if text.startswith("=") else (text, compile_path(text), None)
+            for text in texts
+        )
+        getters = [_alt_getter(path, const) for _, path, const in self.alts]
+        # The single top-level key when that is the whole source (read inline on hot loops).
+        self.key: str | None = None
+        if len(self.alts) == 1:
+            path = self.alts[0][1]
+            if path is not None and len(path) == 1 and type(path[0]) is str:
+                self.key = path[0]
+        if not getters:
+            self.get: Callable[[Any], Any] = _absent
+        elif len(getters) == 1:
+            self.get = getters[0]
+        else:
+            self.get = _first_of(tuple(getters))
+
+    def __bool__(self) -> bool:
+        return bool(self.alts)
+
+    def where(self, doc: Any) -> str | None:
+        for text, path, _ in self.alts:
+            if path is None or _present(lookup(doc, path)):
+                return text
+        return self.alts[0][0] if self.alts else None
 
 
-def _first(doc: Any, alts: _Alts) -> tuple[Any, str | None]:
-    """The first present value that is not null or empty text, with its path text."""
-    for text, path, const in alts:
-        if path is None:
-            return const, text
-        value = lookup(doc, path)
-        if value is not MISSING and value is not None and value != "":
-            return value, text
-    return MISSING, (alts[0][0] if alts else None)
+def _present(value: Any) -> bool:
+    return value is not MISSING and value is not None and value != ""
+
+
+def _absent(doc: Any) -> Any:
+    return MISSING
+
+
+def _first_of(getters: tuple[Callable[[Any], Any], ...]) -> Callable[[Any], Any]:
+    def first(doc: Any) -> Any:
+        for getter in getters:
+            value = getter(doc)
+            if value is not MISSING:
+                return value
+        return MISSING
+
+    return first
+
+
+def _alt_getter(path: Path | None, const: Any) -> Callable[[Any], Any]:
+    """Specialised readers for the common shapes (one or two keys); null and "" read as
+    missing so that the next alternative is tried."""
+    if path is None:
+        return lambda doc: const
+    if len(path) == 1 and type(path[0]) is str:
+        key = path[0]
+
+        def one(doc: Any) -> Any:
+            value = doc.get(key) if type(doc) is dict else None
+            return MISSING if value is None or value == "" else value
+
+        return one
+    if len(path) == 2 and type(path[0]) is str and type(path[1]) is str:
+        outer, inner = path[0], path[1]
+
+        def two(doc: Any) -> Any:
+            node = doc.get(outer) if type(doc) is dict else None
+            if type(node) is not dict:
+                return MISSING
+            value = node.get(inner)
+            return MISSING if value is None or value == "" else value
+
+        return two
+    compiled = path
+
+    def deep(doc: Any) -> Any:
+        value = lookup(doc, compiled)
+        return MISSING if value is None or value == "" else value
+
+    return deep
 
 
 def _as_id(value: Any) -> str | None:
@@ -106,12 +173,19 @@ def _twclid_from_url(url: str) -> str | None:
     return value or None
 
 
+def _merge(*sources: Source | None) -> list[str] | None:
+    texts = [
+        t for src in sources if src is not None for t in ([src] if isinstance(src, str) else src)
+    ]
+    return texts or None
+
+
 def _reject(reason: ReasonCode, field: str | None, message: str) -> Rejection:
     return Rejection(reason.value, field, message)
 
 
 class Transformer:
-    """Turns producer events into X conversions; one instance per settings, not thread-bound.
+    """Turns producer events into X conversions; one instance per settings.
 
     Counters (for metrics) count identifiers dropped because they were unusable:
     ``dropped_emails``, ``dropped_phones``, ``dropped_ips``, ``dropped_user_agents``.
@@ -127,38 +201,42 @@ class Transformer:
         self.routing = routing
         self._now = now
         mapping = effective_mapping(settings.preset, settings.mapping)
-        self._order_id = _compile(mapping.order_id)
-        self._conversion_id = _compile(mapping.conversion_id)
-        self._event_time = _compile(mapping.event_time)
-        self._event_type = _compile(mapping.event_type)
-        self._routing_key = _compile(routing.key_field or mapping.routing_key)
-        self._email = _compile(mapping.email) + _compile(mapping.hashed_email)
-        self._phone = _compile(mapping.phone) + _compile(mapping.hashed_phone)
-        self._twclid = _compile(mapping.twclid)
-        self._twclid_url = _compile(mapping.twclid_url)
-        self._ip = _compile(mapping.ip)
-        self._user_agent = _compile(mapping.user_agent)
-        self._value = _compile(mapping.value)
-        self._currency = _compile(mapping.currency)
-        self._number_items = _compile(mapping.number_items)
-        self._description = _compile(mapping.description)
+        self._order_id = _Field(mapping.order_id)
+        self._conversion_id = _Field(mapping.conversion_id)
+        self._event_time = _Field(mapping.event_time)
+        self._event_type = _Field(mapping.event_type)
+        self._routing_key = _Field(routing.key_field or mapping.routing_key)
+        self._email = _Field(_merge(mapping.email, mapping.hashed_email))
+        self._phone = _Field(_merge(mapping.phone, mapping.hashed_phone))
+        self._twclid = _Field(mapping.twclid)
+        self._twclid_url = _Field(mapping.twclid_url)
+        self._ip = _Field(mapping.ip)
+        self._user_agent = _Field(mapping.user_agent)
+        self._value = _Field(mapping.value)
+        self._currency = _Field(mapping.currency)
+        self._number_items = _Field(mapping.number_items)
+        self._description = _Field(mapping.description)
+        self._items_text: str | None = None
+        self._items_path: Path = ()
         if mapping.items is not None and mapping.items != "[]":
-            self._items_text: str | None = mapping.items[:-2]
-            self._items_path: Path = compile_path(self._items_text)
-        else:
-            self._items_text, self._items_path = None, ()
+            self._items_text = mapping.items[:-2]
+            self._items_path = compile_path(self._items_text)
         item = mapping.item
-        self._item_fields: tuple[tuple[str, _Alts], ...] = tuple(
-            (name, _compile(getattr(item, name)))
-            for name in ("id", "group_id", "name", "price", "category", "quantity")
-            if getattr(item, name) is not None
-        )
+        self._item_id = _Field(item.id)
+        self._item_group = _Field(item.group_id)
+        self._item_name = _Field(item.name)
+        self._item_price = _Field(item.price)
+        self._item_category = _Field(item.category)
+        self._item_quantity = _Field(item.quantity)
         self._region = settings.default_phone_region
         self._currency_default = settings.default_currency
         self._max_age_ms = int(settings.max_age_s * 1000)
         self._max_future_ms = int(settings.max_future_s * 1000)
         self._template = settings.conversion_id_template
         self._string_values = settings.value_format == "string"
+        self._send_ipv6 = settings.send_ipv6
+        self._ip_ua_ok = settings.allow_ip_and_user_agent_only
+        self._use_event_cid = settings.use_event_conversion_id
         self._tables = {key: self._route_table(r) for key, r in routing.routes.items()}
         self._default_table = (
             self._route_table(routing.default) if routing.default is not None else None
@@ -189,143 +267,190 @@ class Transformer:
         if type(doc) is not dict:
             return _reject(ReasonCode.SCHEMA_VIOLATION, None, "event must be a JSON object")
 
-        value, path = _first(doc, self._order_id)
+        value = self._order_id.get(doc)
         if value is MISSING:
-            return _reject(ReasonCode.SCHEMA_VIOLATION, path, "required order id is missing")
+            return _reject(
+                ReasonCode.SCHEMA_VIOLATION,
+                self._order_id.where(doc),
+                "required order id is missing",
+            )
         order_id = _as_id(value)
         if order_id is None:
             return _reject(
-                ReasonCode.SCHEMA_VIOLATION, path, "order id must be a non-empty string or integer"
+                ReasonCode.SCHEMA_VIOLATION,
+                self._order_id.where(doc),
+                "order id must be a non-empty string or integer",
             )
 
-        value, path = _first(doc, self._event_time)
+        value = self._event_time.get(doc)
         if value is MISSING:
-            return _reject(ReasonCode.SCHEMA_VIOLATION, path, "required event time is missing")
+            return _reject(
+                ReasonCode.SCHEMA_VIOLATION,
+                self._event_time.where(doc),
+                "required event time is missing",
+            )
         moment = parse_time_ms(value)
         if isinstance(moment, ReasonCode):
-            return _reject(moment, path, _TIME_MESSAGES[moment])
+            return _reject(moment, self._event_time.where(doc), _TIME_MESSAGES[moment])
         now_ms = int(self._now() * 1000)
         if moment < now_ms - self._max_age_ms:
-            return _reject(ReasonCode.TIME_TOO_OLD, path, "event is older than max_age_s")
+            return _reject(
+                ReasonCode.TIME_TOO_OLD,
+                self._event_time.where(doc),
+                "event is older than max_age_s",
+            )
         if moment > now_ms + self._max_future_ms:
-            return _reject(ReasonCode.TIME_IN_FUTURE, path, "event is after now + max_future_s")
+            return _reject(
+                ReasonCode.TIME_IN_FUTURE,
+                self._event_time.where(doc),
+                "event is after now + max_future_s",
+            )
 
-        value, type_path = _first(doc, self._event_type)
+        value = self._event_type.get(doc)
         if value is MISSING:
             event_type = "purchase"
         elif type(value) is str:
             event_type = EVENT_TYPE_ALIASES.get(value, value)
         else:
-            return _reject(ReasonCode.SCHEMA_VIOLATION, type_path, "event type must be a string")
+            return _reject(
+                ReasonCode.SCHEMA_VIOLATION,
+                self._event_type.where(doc),
+                "event type must be a string",
+            )
 
         # --- route
         table = self._default_table
         if self._tables:
-            value, path = _first(doc, self._routing_key)
+            value = self._routing_key.get(doc)
             if value is not MISSING:
                 key = _as_id(value)
                 if key is None:
                     return _reject(
-                        ReasonCode.SCHEMA_VIOLATION, path, "routing key must be a string or integer"
+                        ReasonCode.SCHEMA_VIOLATION,
+                        self._routing_key.where(doc),
+                        "routing key must be a string or integer",
                     )
                 table = self._tables.get(key, table)
             if table is None:
                 return _reject(
-                    ReasonCode.NO_ROUTE, path, "routing key matches no route and no default is set"
+                    ReasonCode.NO_ROUTE,
+                    self._routing_key.where(doc),
+                    "routing key matches no route and no default route is set",
                 )
         elif table is None:
             return _reject(ReasonCode.NO_ROUTE, None, "no route is configured")
         route = table.get(event_type)
         if route is None:
-            return _reject(ReasonCode.NO_ROUTE, type_path, "no event tag for this event type")
+            return _reject(
+                ReasonCode.NO_ROUTE,
+                self._event_type.where(doc),
+                "no event tag is configured for this event type",
+            )
 
         # --- identifiers
         identifiers: list[dict[str, str]] = []
-        strong = False
         dropped: list[str] = []
-        value, path = _first(doc, self._twclid)
         twclid: str | None = None
+        value = self._twclid.get(doc)
         if value is not MISSING:
             if type(value) is not str:
-                return _reject(ReasonCode.SCHEMA_VIOLATION, path, "twclid must be a string")
+                return _reject(
+                    ReasonCode.SCHEMA_VIOLATION, self._twclid.where(doc), "twclid must be a string"
+                )
             twclid = value.strip() or None
         if twclid is None and self._twclid_url:
-            value, _ = _first(doc, self._twclid_url)
+            value = self._twclid_url.get(doc)
             if type(value) is str and "twclid=" in value:
                 twclid = _twclid_from_url(value)
         if twclid is not None:
             identifiers.append({"twclid": twclid})
-            strong = True
 
-        for alts, kind in ((self._email, "email"), (self._phone, "phone")):
-            value, path = _first(doc, alts)
-            if value is MISSING:
-                continue
-            texts = _strings(value)
+        value = self._email.get(doc)
+        if value is not MISSING:
+            texts = [value] if type(value) is str else _strings(value)
             if texts is None:
                 return _reject(
-                    ReasonCode.SCHEMA_VIOLATION, path, f"{kind} must be a string or list of strings"
+                    ReasonCode.SCHEMA_VIOLATION,
+                    self._email.where(doc),
+                    "email must be a string or a list of strings",
                 )
-            seen: set[str] = set()
             for text in texts:
-                if kind == "email":
-                    hashed = hash_email(text)
-                    key_name = "hashed_email"
-                else:
-                    hashed = hash_phone(text, self._region)
-                    key_name = "hashed_phone_number"
+                hashed = hash_email(text)
                 if hashed is None:
-                    if kind == "email":
-                        self.dropped_emails += 1
-                    else:
-                        self.dropped_phones += 1
-                    dropped.append(kind)
-                elif hashed not in seen:
-                    seen.add(hashed)
-                    identifiers.append({key_name: hashed})
-                    strong = True
+                    self.dropped_emails += 1
+                    dropped.append("email")
+                elif len(texts) == 1 or {"hashed_email": hashed} not in identifiers:
+                    identifiers.append({"hashed_email": hashed})
 
+        value = self._phone.get(doc)
+        if value is not MISSING:
+            texts = [value] if type(value) is str else _strings(value)
+            if texts is None:
+                return _reject(
+                    ReasonCode.SCHEMA_VIOLATION,
+                    self._phone.where(doc),
+                    "phone must be a string or a list of strings",
+                )
+            for text in texts:
+                hashed = hash_phone(text, self._region)
+                if hashed is None:
+                    self.dropped_phones += 1
+                    dropped.append("phone")
+                elif len(texts) == 1 or {"hashed_phone_number": hashed} not in identifiers:
+                    identifiers.append({"hashed_phone_number": hashed})
+
+        strong = bool(identifiers)
         device: dict[str, str] = {}
-        value, path = _first(doc, self._ip)
+        value = self._ip.get(doc)
         if value is not MISSING:
             if type(value) is not str:
-                return _reject(ReasonCode.SCHEMA_VIOLATION, path, "ip must be a string")
-            address = normalize_ip(value, self.settings.send_ipv6)
+                return _reject(
+                    ReasonCode.SCHEMA_VIOLATION, self._ip.where(doc), "ip must be a string"
+                )
+            address = normalize_ip(value, self._send_ipv6)
             if address is None:
                 self.dropped_ips += 1
                 dropped.append("ip")
             else:
                 device["ip_address"] = address
-        value, path = _first(doc, self._user_agent)
+        value = self._user_agent.get(doc)
         if value is not MISSING:
             if type(value) is not str:
-                return _reject(ReasonCode.SCHEMA_VIOLATION, path, "user agent must be a string")
+                return _reject(
+                    ReasonCode.SCHEMA_VIOLATION,
+                    self._user_agent.where(doc),
+                    "user agent must be a string",
+                )
             agent = value.strip()
             if agent and len(agent) <= MAX_USER_AGENT_LENGTH:
                 device["user_agent"] = agent
             else:
                 self.dropped_user_agents += 1
                 dropped.append("user_agent")
-        if not strong and not (len(device) == 2 and self.settings.allow_ip_and_user_agent_only):
+        if not strong and not (len(device) == 2 and self._ip_ua_ok):
             detail = f" ({', '.join(dropped)} dropped as unusable)" if dropped else ""
             return _reject(
-                ReasonCode.NO_IDENTIFIER,
-                None,
-                "no usable twclid, email or phone" + detail,
+                ReasonCode.NO_IDENTIFIER, None, "no usable twclid, email or phone" + detail
             )
         if device:
             identifiers.append(device)
 
         # --- currency
-        value, path = _first(doc, self._currency)
+        value = self._currency.get(doc)
         if value is MISSING:
             currency = self._currency_default
         elif type(value) is str:
             currency = value.strip().upper()
             if currency not in ISO_4217:
-                return _reject(ReasonCode.UNKNOWN_CURRENCY, path, "not an active ISO 4217 code")
+                return _reject(
+                    ReasonCode.UNKNOWN_CURRENCY,
+                    self._currency.where(doc),
+                    "currency is not an active ISO 4217 code",
+                )
         else:
-            return _reject(ReasonCode.SCHEMA_VIOLATION, path, "currency must be a string")
+            return _reject(
+                ReasonCode.SCHEMA_VIOLATION, self._currency.where(doc), "currency must be a string"
+            )
 
         # --- line items
         contents: list[dict[str, Any]] = []
@@ -340,7 +465,7 @@ class Transformer:
                         self._items_text,
                         f"items must be a list of at most {MAX_ITEMS} objects",
                     )
-                priced = []
+                priced = [] if items else None
                 for index, element in enumerate(items):
                     result = self._content(element, index)
                     if type(result) is Rejection:
@@ -353,54 +478,55 @@ class Transformer:
                         priced.append((price_text, quantity))
                     if content:
                         contents.append(content)
-                if not items:
-                    priced = None
 
         # --- value
         amount: tuple[float, str] | None = None
-        value, path = _first(doc, self._value)
+        value = self._value.get(doc)
         if value is not MISSING:
             amount = parse_amount(value)
             if amount is None:
                 return _reject(
-                    ReasonCode.INVALID_VALUE, path, "value must be a non-negative decimal number"
+                    ReasonCode.INVALID_VALUE,
+                    self._value.where(doc),
+                    "value must be a non-negative decimal number",
                 )
         elif priced:
             amount = sum_amounts(priced)
 
         # --- number of items
         number_items: int | None = None
-        value, path = _first(doc, self._number_items)
+        value = self._number_items.get(doc)
         if value is not MISSING:
             number_items = parse_count(value)
             if number_items is None:
                 return _reject(
-                    ReasonCode.INVALID_NUMBER_ITEMS, path, "number_items must be a positive integer"
+                    ReasonCode.INVALID_NUMBER_ITEMS,
+                    self._number_items.where(doc),
+                    "number_items must be a positive integer",
                 )
         elif quantities > 0:
             number_items = quantities
 
         # --- conversion id
         conversion_id: str | None = None
-        if self.settings.use_event_conversion_id:
-            value, path = _first(doc, self._conversion_id)
+        if self._use_event_cid:
+            value = self._conversion_id.get(doc)
             if value is not MISSING:
                 conversion_id = _as_id(value)
                 if conversion_id is None:
                     return _reject(
                         ReasonCode.INVALID_CONVERSION_ID,
-                        path,
+                        self._conversion_id.where(doc),
                         f"conversion id must be a string of 1 to {MAX_ID_LENGTH} characters",
                     )
         if conversion_id is None:
             if self._template == "{order_id}":
                 conversion_id = order_id
             else:
-                value, _ = _first(doc, self._routing_key)
                 conversion_id = (
                     self._template.replace("{order_id}", order_id)
                     .replace("{event_type}", event_type)
-                    .replace("{routing_key}", _as_id(value) or "")
+                    .replace("{routing_key}", _as_id(self._routing_key.get(doc)) or "")
                 )
                 if len(conversion_id) > MAX_ID_LENGTH:
                     return _reject(
@@ -411,10 +537,14 @@ class Transformer:
 
         # --- description
         description = self.settings.description
-        value, path = _first(doc, self._description)
+        value = self._description.get(doc)
         if value is not MISSING:
             if type(value) is not str:
-                return _reject(ReasonCode.SCHEMA_VIOLATION, path, "description must be a string")
+                return _reject(
+                    ReasonCode.SCHEMA_VIOLATION,
+                    self._description.where(doc),
+                    "description must be a string",
+                )
             description = value
 
         conversion: dict[str, Any] = {
@@ -434,57 +564,98 @@ class Transformer:
             conversion["contents"] = contents
         return Conversion(route, conversion_id, _dumps(conversion))
 
+    def _item_reject(
+        self, reason: ReasonCode, index: int, field: _Field | None, element: Any, message: str
+    ) -> Rejection:
+        suffix = "" if field is None else f".{field.where(element)}"
+        return _reject(reason, f"{self._items_text}[{index}]{suffix}", message)
+
     def _content(
         self, element: Any, index: int
     ) -> tuple[dict[str, Any], str | None, int] | Rejection:
         """One line item -> (contents object, price text or None, quantity)."""
         if type(element) is not dict:
-            return _reject(
-                ReasonCode.SCHEMA_VIOLATION,
-                f"{self._items_text}[{index}]",
-                "item must be an object",
+            return self._item_reject(
+                ReasonCode.SCHEMA_VIOLATION, index, None, element, "item must be an object"
             )
         content: dict[str, Any] = {}
+        key = self._item_id.key
+        value = element.get(key) if key is not None else self._item_id.get(element)
+        if value is not MISSING and value is not None and value != "":
+            text = _as_id(value)
+            if text is None:
+                return self._item_reject(
+                    ReasonCode.SCHEMA_VIOLATION,
+                    index,
+                    self._item_id,
+                    element,
+                    "item id must be a non-empty string or integer",
+                )
+            content["content_id"] = text
+        key = self._item_group.key
+        value = element.get(key) if key is not None else self._item_group.get(element)
+        if value is not MISSING and value is not None and value != "":
+            text = _as_id(value)
+            if text is None:
+                return self._item_reject(
+                    ReasonCode.SCHEMA_VIOLATION,
+                    index,
+                    self._item_group,
+                    element,
+                    "item group id must be a non-empty string or integer",
+                )
+            content["content_group_id"] = text
+        key = self._item_name.key
+        value = element.get(key) if key is not None else self._item_name.get(element)
+        if value is not MISSING and value is not None and value != "":
+            if type(value) is not str:
+                return self._item_reject(
+                    ReasonCode.SCHEMA_VIOLATION,
+                    index,
+                    self._item_name,
+                    element,
+                    "item name must be a string",
+                )
+            content["content_name"] = value
         price_text: str | None = None
+        key = self._item_price.key
+        value = element.get(key) if key is not None else self._item_price.get(element)
+        if value is not MISSING and value is not None and value != "":
+            amount = parse_amount(value)
+            if amount is None:
+                return self._item_reject(
+                    ReasonCode.INVALID_VALUE,
+                    index,
+                    self._item_price,
+                    element,
+                    "item price must be a non-negative decimal number",
+                )
+            content["content_price"] = amount[0]
+            price_text = amount[1]
+        key = self._item_category.key
+        value = element.get(key) if key is not None else self._item_category.get(element)
+        if value is not MISSING and value is not None and value != "":
+            if type(value) is not str:
+                return self._item_reject(
+                    ReasonCode.SCHEMA_VIOLATION,
+                    index,
+                    self._item_category,
+                    element,
+                    "item category must be a string",
+                )
+            content["content_type"] = value
         quantity = 1
-        for name, alts in self._item_fields:
-            value, path = _first(element, alts)
-            if value is MISSING:
-                continue
-            if name == "price":
-                amount = parse_amount(value)
-                if amount is None:
-                    return _reject(
-                        ReasonCode.INVALID_VALUE,
-                        f"{self._items_text}[{index}].{path}",
-                        "item price must be a non-negative decimal number",
-                    )
-                content["content_price"] = amount[0]
-                price_text = amount[1]
-            elif name == "quantity":
-                count = parse_count(value)
-                if count is None:
-                    return _reject(
-                        ReasonCode.INVALID_NUMBER_ITEMS,
-                        f"{self._items_text}[{index}].{path}",
-                        "item quantity must be a positive integer",
-                    )
-                content["num_items"] = quantity = count
-            else:
-                text = _as_id(value) if name in ("id", "group_id") else value
-                if type(text) is not str:
-                    return _reject(
-                        ReasonCode.SCHEMA_VIOLATION,
-                        f"{self._items_text}[{index}].{path}",
-                        f"item {name} must be a string" + (" or integer" if text is None else ""),
-                    )
-                content[_CONTENT_KEYS[name]] = text
+        key = self._item_quantity.key
+        value = element.get(key) if key is not None else self._item_quantity.get(element)
+        if value is not MISSING and value is not None and value != "":
+            count = parse_count(value)
+            if count is None:
+                return self._item_reject(
+                    ReasonCode.INVALID_NUMBER_ITEMS,
+                    index,
+                    self._item_quantity,
+                    element,
+                    "item quantity must be a positive integer",
+                )
+            content["num_items"] = quantity = count
         return content, price_text, quantity
-
-
-_CONTENT_KEYS: Final = {
-    "id": "content_id",
-    "group_id": "content_group_id",
-    "name": "content_name",
-    "category": "content_type",
-}

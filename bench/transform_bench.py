@@ -1,0 +1,101 @@
+"""CPU time per event of ``Transformer.transform`` on a realistic mix (not a test).
+
+Mix: canonical events with e-mail, phone (mixed national/international/E.164 formats),
+IP + user agent, twclid and 3 line items; 5 % invalid. Reports the median of several
+runs with min/max, then a cProfile summary of one run (what dominated).
+
+    .venv/bin/python bench/transform_bench.py [--events 20000] [--runs 7] [--preset canonical]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import statistics
+import time
+
+import orjson
+
+from consumer.samples import SampleGenerator
+from consumer.transform import (
+    Conversion,
+    RouteSettings,
+    RoutingSettings,
+    Transformer,
+    TransformSettings,
+)
+from consumer.transform.config import Preset
+
+NOW = 1_767_225_600.0  # fixed clock: results do not depend on the day
+
+
+def build_events(count: int, preset: str) -> list[bytes]:
+    """Samples shaped to the benchmark's mix: every identifier kind and 3 line items."""
+    gen = SampleGenerator(seed=42, presets=[preset], invalid_share=0.0, now=lambda: NOW)
+    events: list[bytes] = []
+    invalid = 0
+    while len(events) < count:
+        if invalid < (len(events) + 1) * 0.05:
+            events.append(gen.event(defect=gen.random_defect()).value)
+            invalid += 1
+            continue
+        sample = gen.event()
+        if preset != "canonical":
+            events.append(sample.value)
+            continue
+        body = orjson.loads(sample.value)
+        user = body["user"]
+        if "email" not in user or "phone" not in user or "twclid" not in user:
+            continue  # keep the full identifier mix: e-mail, phone, twclid, ip, user agent
+        body["items"] = (body["items"] * 3)[:3]
+        events.append(orjson.dumps(body))
+    return events
+
+
+def one_run(transformer: Transformer, events: list[bytes]) -> float:
+    transform = transformer.transform
+    start = time.process_time()
+    for raw in events:
+        transform(raw)
+    return (time.process_time() - start) / len(events)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--preset", default="canonical", choices=[p.value for p in Preset][:4])
+    parser.add_argument("--no-profile", action="store_true")
+    args = parser.parse_args()
+
+    routing = RoutingSettings(
+        default=RouteSettings(account_id="18ce552mlaq", pixel_id="oka17", event_id="ol288")
+    )
+    transformer = Transformer(TransformSettings(preset=args.preset), routing, now=lambda: NOW)
+    events = build_events(args.events, args.preset)
+    accepted = sum(isinstance(transformer.transform(e), Conversion) for e in events)
+    one_run(transformer, events)  # warm-up
+    per_event = [one_run(transformer, events) for _ in range(args.runs)]
+    mean_bytes = sum(map(len, events)) / len(events)
+    print(
+        f"preset={args.preset} events={len(events)} accepted={accepted / len(events):.1%} "
+        f"mean_size={mean_bytes:.0f}B runs={args.runs}"
+    )
+    print(
+        f"CPU per event: median {statistics.median(per_event) * 1e6:.2f} us "
+        f"(min {min(per_event) * 1e6:.2f}, max {max(per_event) * 1e6:.2f})"
+    )
+    if not args.no_profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        one_run(transformer, events)
+        profiler.disable()
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(12)
+        print(out.getvalue())
+
+
+if __name__ == "__main__":
+    main()

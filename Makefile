@@ -1,0 +1,51 @@
+# The README's two commands: `make test` and `make demo`. Everything else is a step of those.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: help venv kafka-jars tools lint typecheck test test-only demo bench chaos clean
+
+help:
+	@echo "make test   - set up everything, lint, type-check, run the whole test suite"
+	@echo "make demo   - start Kafka and the sandbox, produce sample events, run the consumer"
+	@echo "make bench  - run the benchmarks and rewrite BENCHMARKS.md"
+	@echo "make chaos  - run the chaos harness at full size"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+kafka-jars: venv
+	$(BIN)/python -m devtools.kafka fetch
+
+tools:
+	bash devtools/install_tools.sh
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+test-only: venv
+	$(BIN)/pytest
+
+test: venv kafka-jars tools lint typecheck test-only
+
+demo: venv kafka-jars
+	$(BIN)/python -m devtools.demo
+
+bench: venv kafka-jars
+	$(BIN)/python -m bench.run_all
+
+chaos: venv kafka-jars
+	$(BIN)/python -m bench.chaos
+
+clean:
+	rm -rf .run build dist .pytest_cache .mypy_cache .ruff_cache

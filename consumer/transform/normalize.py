@@ -26,15 +26,15 @@ def is_sha256_hex(text: str) -> bool:
 def hash_email(raw: str) -> str | None:
     """SHA-256 hex of the trimmed, lower-cased address; a 64-hex value passes through.
 
-    Returns None for text that cannot be an address (no ``@`` with text on both sides,
-    inner white space): such a value is dropped as an identifier, never sent.
+    Returns None for text that cannot be an address (not exactly one ``@`` with text on
+    both sides, inner white space): such a value is dropped as an identifier, never sent.
     """
     text = raw.strip()
     if len(text) == 64 and _HEX64.fullmatch(text):
         return text.lower()
     text = text.lower()
     at = text.find("@")
-    if at <= 0 or at == len(text) - 1 or " " in text or "\t" in text:
+    if at <= 0 or at == len(text) - 1 or text.count("@") != 1 or " " in text or "\t" in text:
         return None
     return _sha256(text.encode()).hexdigest()
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from consumer.transform import RouteSettings, RoutingSettings, TransformSettings, Transformer
+from consumer.transform import RouteSettings, RoutingSettings, Transformer, TransformSettings
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 ROUTE = RouteSettings(account_id="18ce552mlaq", pixel_id="oka17", event_id="ol288")

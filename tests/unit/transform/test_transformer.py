@@ -202,7 +202,11 @@ def test_rejection_messages_carry_no_pii() -> None:
     secrets = ["jane.doe@example.com", "+12015550123", "203.0.113.9"]
     docs = [
         event(
-            user={"email": "jane.doe@example.com@@", "phone": "12345 +12015550123", "ip": "203.0.113.9"}
+            user={
+                "email": "jane.doe@example.com@@",
+                "phone": "12345 +12015550123",
+                "ip": "203.0.113.9",
+            }
         ),
         event(user={"ip": "203.0.113.9"}),
         event(user={"email": ["jane.doe@example.com", 5]}),

@@ -32,6 +32,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, NamedTuple, Protocol, Self
 
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
 KAFKA_VERSION = os.environ.get("XCONV_KAFKA_VERSION", "4.3.1")
 """Kafka version the launcher fetches and runs (the pom's default is overridden with it)."""
 
@@ -385,6 +396,7 @@ while time.monotonic() < deadline and alive():
 os.killpg(pid, signal.SIGKILL)
 """
 
+_START_BANNER = "===== devtools.kafka: starting"
 _LIVE: set[KafkaBroker] = set()
 _LIVE_LOCK = threading.Lock()
 
@@ -576,6 +588,29 @@ class KafkaBroker:
             return "(no broker log)"
         return "\n".join(text.splitlines()[-lines:])
 
+    def log_errors(self, limit: int = 12) -> str:
+        """ERROR/FATAL lines (and their causes) of the latest start: a crash's tail is mostly
+        shutdown noise, the reason sits earlier."""
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        latest = text.rsplit(_START_BANNER, 1)[-1]
+        picked = [
+            line
+            for line in latest.splitlines()
+            if " ERROR " in line or " FATAL " in line or line.startswith("Caused by:")
+        ]
+        return "\n".join(picked[:limit])
+
+    def _failure(self, headline: str) -> BrokerStartError:
+        errors = self.log_errors()
+        parts = [headline]
+        if errors:
+            parts.append(f"--- errors logged by the broker:\n{errors}")
+        parts.append(f"--- tail of {self.log_path}:\n{self.log_tail(30)}")
+        return BrokerStartError("\n".join(parts))
+
     # -- internals ---------------------------------------------------------------------
 
     def _server_properties(self) -> str:
@@ -665,7 +700,7 @@ class KafkaBroker:
 
     def _launch(self, libs: Path, props: Path) -> None:
         log_fh = self.log_path.open("ab")
-        log_fh.write(f"\n===== devtools.kafka: starting Kafka {self.version} =====\n".encode())
+        log_fh.write(f"\n{_START_BANNER} Kafka {self.version} =====\n".encode())
         log_fh.flush()
         cmd = [
             _java(),
@@ -705,8 +740,6 @@ class KafkaBroker:
             )
 
     def _wait_ready(self, timeout: float) -> None:
-        from confluent_kafka.admin import AdminClient  # noqa: PLC0415 - heavy, only here
-
         deadline = time.monotonic() + timeout
         targets: list[tuple[str, dict[str, str]]] = [("PLAINTEXT", self.client_config())]
         if self.enable_scram:
@@ -723,10 +756,9 @@ class KafkaBroker:
                 self._check_alive()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise BrokerStartError(
+                    raise self._failure(
                         f"Kafka {self.version} did not answer metadata on {name} "
-                        f"{conf['bootstrap.servers']} within {timeout:.0f}s ({last_error})\n"
-                        f"--- tail of {self.log_path}:\n{self.log_tail()}"
+                        f"{conf['bootstrap.servers']} within {timeout:.0f}s ({last_error})"
                     )
                 try:
                     metadata = admin.list_topics(timeout=min(5.0, max(remaining, 0.5)))
@@ -746,19 +778,13 @@ class KafkaBroker:
                     return
             except OSError:
                 if time.monotonic() > deadline:
-                    raise BrokerStartError(
-                        f"Kafka did not open {host}:{port}\n"
-                        f"--- tail of {self.log_path}:\n{self.log_tail()}"
-                    ) from None
+                    raise self._failure(f"Kafka did not open {host}:{port}") from None
                 time.sleep(0.2)
 
     def _check_alive(self) -> None:
         if self._proc is not None and self._proc.poll() is not None:
             code = self._proc.returncode
-            raise BrokerStartError(
-                f"Kafka exited with code {code} during start-up\n"
-                f"--- tail of {self.log_path}:\n{self.log_tail()}"
-            )
+            raise self._failure(f"Kafka exited with code {code} during start-up")
 
     def _cleanup(self) -> None:
         if self._watchdog is not None:
@@ -832,6 +858,155 @@ def _is_our_broker(pid: int, workdir: Path) -> bool:
     except OSError:
         return False
     return b"kafka.Kafka" in argv and str(workdir / SERVER_PROPERTIES).encode() in argv
+
+
+# --------------------------------------------------------------------------------------
+# Client helpers (tests, benches, demo): plain blocking functions over confluent-kafka.
+# From async code wrap them: ``await asyncio.to_thread(read_messages, conf, topic, n)``.
+# --------------------------------------------------------------------------------------
+
+ClientConf = str | Mapping[str, Any]
+"""A bootstrap address ("127.0.0.1:9092") or a full librdkafka config mapping."""
+
+HeadersArg = Mapping[str, bytes | str] | Sequence[tuple[str, bytes | str]] | None
+
+
+def _conf(conf: ClientConf) -> dict[str, Any]:
+    return {"bootstrap.servers": conf} if isinstance(conf, str) else dict(conf)
+
+
+def create_topic(
+    conf: ClientConf,
+    name: str,
+    partitions: int = 6,
+    *,
+    config: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+) -> str:
+    """Create a topic and wait until every partition has a leader (ready to produce)."""
+
+    admin = AdminClient(_conf(conf))
+    new = NewTopic(name, num_partitions=partitions, replication_factor=1, config=dict(config or {}))
+    futures = admin.create_topics([new], operation_timeout=timeout, request_timeout=timeout)
+    futures[name].result(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        meta = admin.list_topics(topic=name, timeout=max(0.5, deadline - time.monotonic()))
+        topic = meta.topics.get(name)
+        if (
+            topic is not None
+            and topic.error is None
+            and len(topic.partitions) == partitions
+            and all(p.leader >= 0 for p in topic.partitions.values())
+        ):
+            return name
+        if time.monotonic() > deadline:
+            raise KafkaDevError(f"topic {name} has no leader for every partition after {timeout}s")
+        time.sleep(0.1)
+
+
+def delete_topics(conf: ClientConf, names: Sequence[str], *, timeout: float = 30.0) -> None:
+    """Delete topics and wait for the broker to accept the deletion."""
+    if not names:
+        return
+
+    admin = AdminClient(_conf(conf))
+    futures = admin.delete_topics(list(names), operation_timeout=timeout, request_timeout=timeout)
+    for future in futures.values():
+        future.result(timeout=timeout)
+
+
+def produce_messages(
+    conf: ClientConf,
+    topic: str,
+    values: Sequence[bytes | None],
+    *,
+    key: bytes | str | None = None,
+    partition: int | None = None,
+    headers: HeadersArg = None,
+    timeout: float = 30.0,
+) -> list[tuple[int, int]]:
+    """Produce ``values`` in order (acks=all) and return each one's (partition, offset).
+
+    Raises ``KafkaDevError`` if any message is not acknowledged within ``timeout``.
+    """
+    producer = Producer({**_conf(conf), "acks": "all", "linger.ms": 5, "enable.idempotence": True})
+    delivered: list[tuple[int, int] | None] = [None] * len(values)
+    errors: list[str] = []
+
+    def on_delivery(index: int) -> Any:
+        def callback(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                errors.append(str(err))
+            else:
+                delivered[index] = (int(msg.partition() or 0), int(msg.offset() or 0))
+
+        return callback
+
+    hdrs = list(headers.items()) if isinstance(headers, Mapping) else headers
+    for index, value in enumerate(values):
+        kwargs: dict[str, Any] = {"value": value, "key": key, "on_delivery": on_delivery(index)}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if hdrs:
+            kwargs["headers"] = list(hdrs)
+        while True:
+            try:
+                producer.produce(topic, **kwargs)
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                producer.poll(0.1)
+    remaining = producer.flush(timeout)
+    if remaining or errors or any(d is None for d in delivered):
+        raise KafkaDevError(f"produce to {topic}: {remaining} unacknowledged, errors: {errors[:5]}")
+    return [d for d in delivered if d is not None]
+
+
+def read_messages(
+    conf: ClientConf, topic: str, count: int, *, timeout: float = 30.0
+) -> list[Message]:
+    """Read the first ``count`` messages of ``topic`` from all partitions (no consumer group).
+
+    Messages come in arrival order (ordered within a partition). Raises ``TimeoutError``
+    naming how many arrived when fewer than ``count`` do within ``timeout``.
+    """
+    consumer = Consumer(
+        {
+            **_conf(conf),
+            "group.id": f"devtools-reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+        }
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        partitions: list[int] = []
+        while not partitions:
+            meta = consumer.list_topics(topic=topic, timeout=max(0.5, deadline - time.monotonic()))
+            info = meta.topics.get(topic)
+            if info is not None and info.error is None:
+                partitions = sorted(info.partitions)
+            elif time.monotonic() > deadline:
+                raise TimeoutError(f"topic {topic} not found within {timeout}s")
+            else:
+                time.sleep(0.1)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        out: list[Message] = []
+        while len(out) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"read {len(out)} of {count} messages from {topic} within {timeout}s"
+                )
+            for msg in consumer.consume(num_messages=count - len(out), timeout=min(remaining, 1)):
+                err = msg.error()
+                if err is None:
+                    out.append(msg)
+                elif err.code() != KafkaError._PARTITION_EOF:
+                    raise KafkaDevError(f"reading {topic}: {err}")
+        return out
+    finally:
+        consumer.close()
 
 
 # --------------------------------------------------------------------------------------

@@ -7,12 +7,14 @@ so ``DeadLetterWriter.write`` retries until the broker takes the record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import confluent_kafka
 import orjson
 import structlog
 
@@ -113,6 +115,60 @@ class Producer(Protocol):
     async def produce(
         self, topic: str, value: Any = None, key: Any = None, *args: Any, **kwargs: Any
     ) -> asyncio.Future[Any]: ...
+
+
+class HeaderProducer:
+    """An asyncio face on ``confluent_kafka.Producer`` for records with headers.
+
+    ``confluent_kafka.aio.AIOProducer`` batches records and refuses headers, which a
+    dead-letter record needs; this adapter keeps the plain producer non-blocking:
+    ``produce`` only enqueues, a poll task serves delivery reports from a worker
+    thread, and each report resolves the record's future on the event loop.
+    """
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self._producer = confluent_kafka.Producer(dict(config))
+        self._loop = asyncio.get_running_loop()
+        self._poller = asyncio.create_task(self._poll_loop(), name="xconv-dlq-poll")
+
+    async def _poll_loop(self) -> None:
+        while True:
+            await asyncio.to_thread(self._producer.poll, 0.1)
+
+    async def produce(
+        self, topic: str, value: Any = None, key: Any = None, *args: Any, **kwargs: Any
+    ) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = self._loop.create_future()
+
+        def on_delivery(err: Any, msg: Any) -> None:
+            def settle() -> None:
+                if future.done():
+                    return
+                if err is not None:
+                    future.set_exception(confluent_kafka.KafkaException(err))
+                else:
+                    future.set_result(msg)
+
+            self._loop.call_soon_threadsafe(settle)
+
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value=value, key=key, on_delivery=on_delivery, **kwargs
+                )
+                return future
+            except BufferError:  # local queue full: let deliveries drain first
+                await asyncio.sleep(0.05)
+
+    async def flush(self, timeout: float = 10.0) -> int:
+        remaining: int = await asyncio.to_thread(self._producer.flush, timeout)
+        return remaining
+
+    async def close(self) -> None:
+        await self.flush()
+        self._poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._poller
 
 
 class DeadLetterWriter:

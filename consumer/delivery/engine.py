@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 from collections import Counter
@@ -25,14 +26,14 @@ from typing import Any
 import aiohttp
 import structlog
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
-from confluent_kafka.aio import AIOConsumer, AIOProducer
+from confluent_kafka.aio import AIOConsumer
 
 from consumer.delivery.auth import Auth, OAuth1Auth, PixelTokenAuth
 from consumer.delivery.backpressure import Backpressure
 from consumer.delivery.batcher import Batch, Batcher, BatchItem
 from consumer.delivery.client import XAdsClient, make_session
 from consumer.delivery.concurrency import AdaptiveLimit, Limiter
-from consumer.delivery.dlq import DeadLetter, DeadLetterWriter
+from consumer.delivery.dlq import DeadLetter, DeadLetterWriter, HeaderProducer
 from consumer.delivery.ratebudget import RateBudget
 from consumer.delivery.responses import RateLimitHeaders, parse_response
 from consumer.delivery.retry import Backoff
@@ -53,6 +54,8 @@ from consumer.settings import AccountSettings, Settings
 from consumer.transform import Conversion, Transformer
 
 log = structlog.get_logger("xconv.engine")
+# librdkafka's own log lines go through the same processors (and redaction) as ours.
+KAFKA_LOGGER = logging.getLogger("confluent_kafka")
 
 TP = tuple[str, int]
 BatchKey = tuple[str, str]
@@ -115,6 +118,7 @@ def consumer_config(settings: Settings, group_id: str | None = None) -> dict[str
             "session.timeout.ms": settings.kafka.session_timeout_ms,
             "max.poll.interval.ms": settings.kafka.max_poll_interval_ms,
             "enable.partition.eof": False,
+            "logger": KAFKA_LOGGER,
         }
     )
     conf.update(settings.kafka.extra)
@@ -123,7 +127,7 @@ def consumer_config(settings: Settings, group_id: str | None = None) -> dict[str
 
 def producer_config(settings: Settings) -> dict[str, Any]:
     conf: dict[str, Any] = settings.kafka.client_config()
-    conf.update({"acks": "all", "enable.idempotence": True, "linger.ms": 5})
+    conf.update({"acks": "all", "enable.idempotence": True, "linger.ms": 5, "logger": KAFKA_LOGGER})
     conf.update(settings.kafka.extra)
     return conf
 
@@ -171,7 +175,7 @@ class Engine:
         self._stop = asyncio.Event()
         self._closing = False
         self._consumer: AIOConsumer | None = None
-        self._producer: AIOProducer | None = None
+        self._producer: HeaderProducer | None = None
         self._dlq: DeadLetterWriter | None = None
         self._session: aiohttp.ClientSession | None = None
         self.counts: Counter[str] = Counter()
@@ -191,7 +195,7 @@ class Engine:
         )
         for account in s.accounts:
             self._accounts[account.account_id] = self._account_state(account)
-        self._producer = AIOProducer(producer_config(s), batch_size=100, buffer_timeout=0.05)
+        self._producer = HeaderProducer(producer_config(s))
         self._dlq = DeadLetterWriter(self._producer, s.kafka.dead_letter_topic)
         # Two or more workers: rebalance callbacks re-enter the consumer (commit).
         self._consumer = AIOConsumer(consumer_config(s, self._group_id), max_workers=4)

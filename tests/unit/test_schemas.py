@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator, FormatChecker  # type: ignore[import-untyped]
 from referencing import Registry, Resource
 
 from consumer.samples import SampleGenerator

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator, FormatChecker  # type: ignore[import-untyped]
 
 from consumer.samples import PRESETS, SampleGenerator
 from consumer.transform import Conversion, ReasonCode, Rejection, TransformSettings

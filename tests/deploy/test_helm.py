@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import kubernetes_validate
 import pytest
 import yaml
@@ -125,9 +125,11 @@ def test_optional_kinds_follow_their_values() -> None:
     ci = CHART / "ci"
     assert "ServiceMonitor" in {m["kind"] for m in _rendered(ci / "servicemonitor-pdb-values.yaml")}
     keda = _rendered(ci / "keda-values.yaml")
-    assert by_kind(keda, "ScaledObject") and not by_kind(keda, "HorizontalPodAutoscaler")
+    assert by_kind(keda, "ScaledObject")
+    assert not by_kind(keda, "HorizontalPodAutoscaler")
     hpa = _rendered(ci / "hpa-values.yaml")
-    assert by_kind(hpa, "HorizontalPodAutoscaler") and not by_kind(hpa, "ScaledObject")
+    assert by_kind(hpa, "HorizontalPodAutoscaler")
+    assert not by_kind(hpa, "ScaledObject")
     # An autoscaler owns the replica count: the Deployment must not fight it.
     assert "replicas" not in one(keda, "Deployment")["spec"]
     assert "replicas" not in one(hpa, "Deployment")["spec"]
@@ -138,7 +140,9 @@ def test_optional_kinds_follow_their_values() -> None:
 
 def test_validation_rejects_bad_manifests() -> None:
     """The offline validators are not rubber stamps."""
-    manifests = _rendered(CHART / "ci" / "keda-values.yaml", CHART / "ci" / "servicemonitor-pdb-values.yaml")
+    manifests = _rendered(
+        CHART / "ci" / "keda-values.yaml", CHART / "ci" / "servicemonitor-pdb-values.yaml"
+    )
     deployment = copy.deepcopy(one(manifests, "Deployment"))
     deployment["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -152,7 +156,9 @@ def test_validation_rejects_bad_manifests() -> None:
     with pytest.raises(jsonschema.ValidationError):
         validate_manifest(monitor)
     with pytest.raises(kubernetes_validate.SchemaNotFoundError):
-        validate_manifest({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})
+        validate_manifest(
+            {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
+        )
 
 
 @pytest.mark.parametrize(
@@ -193,7 +199,8 @@ def test_container_runs_the_consumer_with_probes_on_the_metrics_port() -> None:
     assert container["ports"] == [{"name": "metrics", "containerPort": 9464, "protocol": "TCP"}]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
-    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]
     moved = _rendered(sets=("config.observability.http_port=9999",))
     assert _container(moved)["ports"][0]["containerPort"] == 9999
     assert "http_port = 9999" in _config_toml(moved)

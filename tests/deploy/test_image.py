@@ -1,0 +1,142 @@
+"""The Dockerfile, parsed with Docker's own parser (the ``dockerfile`` package): no engine here."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from pathlib import Path
+
+import dockerfile  # type: ignore[import-not-found]
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+
+
+@pytest.fixture(scope="module")
+def stages() -> list[list[dockerfile.Command]]:
+    """Instructions grouped by build stage (each starts at a FROM)."""
+    grouped: list[list[dockerfile.Command]] = []
+    for command in dockerfile.parse_file(str(DOCKERFILE)):
+        if command.cmd == "FROM":
+            grouped.append([])
+        if grouped:
+            grouped[-1].append(command)
+    return grouped
+
+
+def _all(stage: list[dockerfile.Command], cmd: str) -> list[dockerfile.Command]:
+    return [c for c in stage if c.cmd == cmd]
+
+
+def _last(stage: list[dockerfile.Command], cmd: str) -> dockerfile.Command:
+    found = _all(stage, cmd)
+    assert found, f"no {cmd} in stage"
+    return found[-1]
+
+
+def _env(stage: list[dockerfile.Command]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for command in _all(stage, "ENV"):
+        values = command.value
+        pairs = zip(values[::2], values[1::2], strict=True)
+        env.update({key: value.strip('"') for key, value in pairs})
+    return env
+
+
+def test_multi_stage_build_copies_only_the_venv(stages: list[list[dockerfile.Command]]) -> None:
+    assert len(stages) == 2
+    builder, runtime = stages
+    assert builder[0].value[-2:] == ("AS", "builder")
+    assert runtime[0].value[-2:] == ("AS", "runtime")
+    assert any("pip wheel" in " ".join(c.value) for c in _all(builder, "RUN"))
+    copies = _all(runtime, "COPY")
+    assert [(c.flags, c.value) for c in copies] == [
+        (("--from=builder",), ("/opt/venv", "/opt/venv"))
+    ]
+
+
+def test_runtime_is_non_root_and_read_only_friendly(
+    stages: list[list[dockerfile.Command]],
+) -> None:
+    runtime = stages[-1]
+    user = _last(runtime, "USER").value[0]
+    uid, _, gid = user.partition(":")
+    assert uid.isdigit()
+    assert int(uid) == 10001
+    assert gid.isdigit()
+    assert int(gid) != 0
+    env = _env(runtime)
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert env["HOME"] == "/tmp"
+    assert env["TMPDIR"] == "/tmp"
+    assert env["PATH"].startswith("/opt/venv/bin:")
+    assert _last(runtime, "WORKDIR").value == ("/tmp",)
+
+
+def test_entrypoint_cmd_and_port_match_compose_and_chart(
+    stages: list[list[dockerfile.Command]],
+) -> None:
+    runtime = stages[-1]
+    entrypoint = _last(runtime, "ENTRYPOINT")
+    cmd = _last(runtime, "CMD")
+    assert entrypoint.json
+    assert list(entrypoint.value) == ["xconv"]
+    assert cmd.json
+    assert list(cmd.value) == ["run", "--config", "/etc/xconv/config.toml"]
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    assert compose["services"]["consumer"]["command"] == list(cmd.value)
+    values = yaml.safe_load((REPO_ROOT / "helm/xconv/values.yaml").read_text(encoding="utf-8"))
+    assert _last(runtime, "EXPOSE").value == (str(values["config"]["observability"]["http_port"]),)
+    assert values["securityContext"]["runAsUser"] == 10001
+
+
+def test_oci_labels(stages: list[list[dockerfile.Command]]) -> None:
+    labels = _last(stages[-1], "LABEL").value
+    keys = set(labels[::2])
+    for key in ("title", "description", "version", "revision", "licenses", "created"):
+        assert f"org.opencontainers.image.{key}" in keys
+
+
+def _dockerignore_excludes(path: str) -> bool:
+    """Docker's rule: the last matching pattern wins; ``!`` re-includes."""
+    excluded = False
+    for raw in (REPO_ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = line.removeprefix("!")
+        if fnmatch.fnmatch(path, pattern) or fnmatch.fnmatch(path, pattern.replace("/**", "")):
+            excluded = not negate
+    return excluded
+
+
+def test_dockerignore_keeps_the_build_inputs_only(
+    stages: list[list[dockerfile.Command]],
+) -> None:
+    sources = [
+        src
+        for c in _all(stages[0], "COPY")
+        if not any(f.startswith("--from") for f in c.flags)
+        for src in c.value[:-1]
+    ]
+    assert sources
+    for source in sources:
+        assert not _dockerignore_excludes(source.removeprefix("./")), source
+        assert (REPO_ROOT / source).exists(), source
+    for unwanted in (".venv", ".git", "tests/deploy/test_image.py", ".tools/bin/helm", ".cache"):
+        assert _dockerignore_excludes(unwanted), unwanted
+    assert not _dockerignore_excludes("consumer/cli.py")
+
+
+def test_pyproject_packages_what_the_image_copies() -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["project"]["scripts"]["xconv"] == "consumer.cli:main"
+    assert (
+        json.dumps(project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"])
+        == '["consumer"]'
+    )

@@ -220,7 +220,18 @@ def parse_amount(value: object) -> tuple[float, str] | None:
     kind = type(value)
     if kind is str:
         text: str = value.strip()  # type: ignore[attr-defined]
-        if _DECIMAL_TEXT.fullmatch(text) is None:
+        # digits with at most one inner dot (no sign, exponent, "_", nan/inf): cheaper
+        # than the equivalent regex _DECIMAL_TEXT on the hot path
+        if (
+            not text.isascii()
+            or not text.replace(".", "", 1).isdigit()
+            or text[0] == "."
+            or text[-1] == "."
+            or len(text) > 26
+        ):
+            return None
+        head, _, tail = text.partition(".")
+        if len(head) > 15 or len(tail) > 10:
             return None
         return float(text), text
     if kind is float:

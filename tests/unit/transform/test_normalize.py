@@ -195,3 +195,14 @@ def test_counts(raw: object, count: int) -> None:
 @pytest.mark.parametrize("raw", [0, -1, 2.5, "0", "x", True, None, "٣"])
 def test_invalid_counts(raw: object) -> None:
     assert parse_count(raw) is None
+
+
+@given(
+    st.text(alphabet="0123456789.-+e_ ", max_size=30)
+    | st.from_regex(r"[0-9]{1,16}(\.[0-9]{1,11})?", fullmatch=True)
+)
+def test_amount_text_fast_check_equals_the_decimal_grammar(text: str) -> None:
+    from consumer.transform.normalize import _DECIMAL_TEXT
+
+    expected = _DECIMAL_TEXT.fullmatch(text.strip()) is not None
+    assert (parse_amount(text) is not None) == expected

@@ -270,7 +270,9 @@ class Sandbox:
         events = limiter.acquire_events(count)
         if not events.allowed:
             return self._too_many(account, params, events.headers())
-        self.state.record_accepted(account_id, account.pixel_id, result.conversions, self._clock())
+        self.state.record_accepted(
+            account_id, account.pixel_id, result.conversions, self._clock(), body
+        )
         payload = {
             "request": {"params": params},
             "data": {"conversions_processed": count, "debug_id": str(uuid.uuid4())},

@@ -215,11 +215,82 @@ def validate_body(
             problems.append(
                 Problem(INVALID, "A conversion must be an object", f"conversions[{index}]")
             )
-            continue
-        _check_conversion(index, conversion, event_ids, reject_conversion_ids, problems)
+        elif not _conversion_ok(conversion, event_ids, reject_conversion_ids):
+            _check_conversion(index, conversion, event_ids, reject_conversion_ids, problems)
     if not problems:
         result.conversions = conversions
     return result
+
+
+def _conversion_ok(
+    conversion: dict[str, Any], event_ids: frozenset[str], reject_ids: frozenset[str]
+) -> bool:
+    """One pass, no allocation: True when every rule holds. False only means "look closer":
+    :func:`_check_conversion` then names the problems (and is the reference for the rules).
+    """
+    required = 0
+    for key, value in conversion.items():
+        kind = type(value)
+        if key == "identifiers":
+            if kind is not list or not value:
+                return False
+            strong = False
+            weak = 0
+            for identifier in value:
+                if type(identifier) is not dict or not identifier:
+                    return False
+                for name, item in identifier.items():
+                    if type(item) is not str or not item:
+                        return False
+                    if name in _HASHED_KEYS:
+                        if _SHA256_RE.fullmatch(item) is None:
+                            return False
+                        strong = True
+                    elif name == "twclid":
+                        strong = True
+                    elif name == "ip_address":
+                        if _IPV4_RE.fullmatch(item) is None:
+                            return False
+                        weak |= 1
+                    elif name == "user_agent":
+                        weak |= 2
+                    else:
+                        return False
+            if not strong and weak != 3:
+                return False
+            required += 1
+        elif key == "conversion_time":
+            if kind is not str or not _valid_time(value):
+                return False
+            required += 1
+        elif key == "event_id":
+            if kind is not str or value not in event_ids:
+                return False
+            required += 1
+        elif key == "value":
+            if not (kind is float or kind is int or (kind is str and _NUMERIC_RE.fullmatch(value))):
+                return False
+        elif key == "number_items":
+            if kind is not int or value <= 0:
+                return False
+        elif key == "price_currency":
+            if kind is not str or value not in ISO_4217_CODES:
+                return False
+        elif key == "conversion_id":
+            if kind is not str or not value or value in reject_ids:
+                return False
+        elif key == "description":
+            if kind is not str:
+                return False
+        elif key == "contents":
+            if kind is not list:
+                return False
+            for content in value:
+                if type(content) is not dict or not _content_ok(content):
+                    return False
+        else:
+            return False
+    return required == 3
 
 
 def _check_conversion(

@@ -10,17 +10,26 @@ HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 
 mkdir -p "$BIN"
 
-if [[ -x "$BIN/helm" ]] && "$BIN/helm" version --short 2>/dev/null | grep -q "^${HELM_VERSION}"; then
-  echo "helm ${HELM_VERSION} already at $BIN/helm"
+# helm's default Kubernetes version for `helm template` / `helm lint` comes from ldflags
+# (as in helm's Makefile: client-go v0.37 -> Kubernetes 1.37); without them it is 1.20.
+K8S_MINOR="${HELM_K8S_MINOR:-37}"
+STAMP="$BIN/.helm-build"
+WANT="helm ${HELM_VERSION} k8s 1.${K8S_MINOR}"
+
+if [[ -x "$BIN/helm" && -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
+  echo "reusing $WANT at $BIN/helm"
 else
   if ! command -v go >/dev/null 2>&1; then
     echo "go toolchain not found: needed to build helm" >&2
     exit 1
   fi
-  echo "building helm ${HELM_VERSION} into $BIN (takes a few minutes)"
-  # Version ldflags so `helm version` reports the pinned version instead of "v3.x-dirty".
-  GOBIN="$BIN" CGO_ENABLED=0 go install \
-    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}" \
+  echo "building $WANT into $BIN (takes a few minutes)"
+  LDFLAGS="-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    LDFLAGS+=" -X ${pkg}.k8sVersionMajor=1 -X ${pkg}.k8sVersionMinor=${K8S_MINOR}"
+  done
+  GOBIN="$BIN" CGO_ENABLED=0 go install -trimpath -ldflags "$LDFLAGS" \
     "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
-  "$BIN/helm" version --short
+  echo "$WANT" >"$STAMP"
 fi
+"$BIN/helm" version --short

@@ -134,6 +134,10 @@ def test_optional_kinds_follow_their_values() -> None:
     assert "replicas" not in one(keda, "Deployment")["spec"]
     assert "replicas" not in one(hpa, "Deployment")["spec"]
     assert one(_rendered(), "Deployment")["spec"]["replicas"] == 1
+    pdb = one(_rendered(ci / "servicemonitor-pdb-values.yaml"), "PodDisruptionBudget")["spec"]
+    assert pdb["minAvailable"] == 2
+    assert "maxUnavailable" not in pdb
+    assert one(_rendered(), "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
     no_pdb = _rendered(sets=("podDisruptionBudget.enabled=false",))
     assert not by_kind(no_pdb, "PodDisruptionBudget")
 

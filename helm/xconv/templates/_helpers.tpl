@@ -169,7 +169,4 @@ Checks across values that the schema cannot express.
 {{- if and .Values.autoscaling.enabled .Values.keda.enabled }}
 {{- fail "autoscaling.enabled (HPA) and keda.enabled (ScaledObject) are mutually exclusive: KEDA creates and owns its own HPA. Enable only one." }}
 {{- end }}
-{{- if and .Values.podDisruptionBudget.enabled (not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable)) (not (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable)) }}
-{{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both" }}
-{{- end }}
 {{- end }}

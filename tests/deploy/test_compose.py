@@ -129,7 +129,6 @@ def test_xconv_services_run_the_demo_commands(compose: dict[str, Any]) -> None:
     assert _service(compose, "sandbox")["command"][0] == "sandbox"
     producer = _service(compose, "producer")["command"]
     assert producer[0] == "produce-sample"
-    assert _option(producer, "--preset") == "mix"
     assert float(_option(producer, "--invalid-share")) == 0.05
     for name in XCONV_SERVICES:
         service = _service(compose, name)
@@ -169,6 +168,8 @@ def test_consumer_config_points_at_the_compose_services(
     producer = _service(compose, "producer")["command"]
     assert _option(producer, "--bootstrap") == settings.kafka.bootstrap_servers
     assert _option(producer, "--topic") in settings.kafka.topics
+    # Events the consumer can read: the producer's format is the consumer's preset.
+    assert _option(producer, "--preset") == settings.transform.preset
     # Healthcheck and published port follow the metrics port of the config.
     port = settings.observability.http_port
     assert f"{port}:{port}" in consumer["ports"]

@@ -30,7 +30,7 @@ class CommandModule(Protocol):
 
 
 def _load(module: str) -> CommandModule:
-    loaded: CommandModule = importlib.import_module(f"consumer.commands.{module}")  # type: ignore[assignment]
+    loaded: CommandModule = importlib.import_module(f"consumer.commands.{module}")
     return loaded
 
 

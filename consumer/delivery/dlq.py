@@ -160,8 +160,8 @@ class HeaderProducer:
             except BufferError:  # local queue full: let deliveries drain first
                 await asyncio.sleep(0.05)
 
-    async def flush(self, timeout: float = 10.0) -> int:
-        remaining: int = await asyncio.to_thread(self._producer.flush, timeout)
+    async def flush(self, wait_s: float = 10.0) -> int:
+        remaining: int = await asyncio.to_thread(self._producer.flush, wait_s)
         return remaining
 
     async def close(self) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks (never pass/fail tests) and the chaos harness; see BENCHMARKS.md."""

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
-import structlog
-
 from consumer.errors import ConfigError
+from consumer.observability.logging import configure_logging
 from consumer.sandbox.config import demo_config, load_config
 from consumer.sandbox.server import serve
 
@@ -34,18 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["debug", "info", "warning", "error"],
         help="log level (default info; debug logs every request, without identifiers)",
     )
-
-
-def _configure_logging(level: str) -> None:
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+    parser.add_argument(
+        "--log-format",
+        default="auto",
+        choices=["auto", "json", "console"],
+        help="log lines on stderr: console on a terminal, JSON otherwise (default auto)",
     )
 
 
@@ -54,7 +45,7 @@ def _announce(url: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    _configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     try:
         config = load_config(args.config) if args.config is not None else demo_config()
     except ConfigError as exc:

@@ -260,7 +260,9 @@ def _conversion_ok(
                 return False
             required += 1
         elif key == "conversion_time":
-            if kind is not str or not _valid_time(value):
+            if kind is not str or _TIME_RE.fullmatch(value) is None:
+                return False
+            if value[8:10] > "28" and not _valid_time(value):
                 return False
             required += 1
         elif key == "event_id":
@@ -286,8 +288,28 @@ def _conversion_ok(
             if kind is not list:
                 return False
             for content in value:
-                if type(content) is not dict or not _content_ok(content):
+                if type(content) is not dict:
                     return False
+                for name, item in content.items():
+                    item_kind = type(item)
+                    if name == "num_items":
+                        if item_kind is not int or item <= 0:
+                            return False
+                    elif name == "content_price":
+                        if not (
+                            item_kind is float
+                            or item_kind is int
+                            or (item_kind is str and _NUMERIC_RE.fullmatch(item))
+                        ):
+                            return False
+                    elif name == "content_group_id":
+                        if not (
+                            (item_kind is int and item >= 0)
+                            or (item_kind is str and _INTEGER_RE.fullmatch(item) is not None)
+                        ):
+                            return False
+                    elif item_kind is not str or name not in _CONTENT_KEYS:
+                        return False
         else:
             return False
     return required == 3

@@ -1,0 +1,393 @@
+"""Run every benchmark and rewrite BENCHMARKS.md (a table, the machine, a command per figure).
+
+    python -m bench.run_all [--quick] [--only e2e,pacing,...] [--runs N] [--events N]
+
+Each figure is the median of several runs with min and max. ``--quick`` uses smaller
+sizes and fewer runs (for iterating); the published file says which mode produced it.
+With ``--only``, figures of the scenarios not run are kept from the previous results
+file (``bench/results.json``), so one scenario can be refreshed on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from bench import e2e
+from bench.common import REPO_ROOT, RUN_ROOT, machine
+
+RESULTS = REPO_ROOT / "bench" / "results.json"
+OUTPUT = REPO_ROOT / "BENCHMARKS.md"
+SCENARIOS = ("transform", "e2e", "pacing", "outage", "latency", "accounts")
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def _repeat(runs: int, one: Callable[[], dict[str, float]], label: str) -> dict[str, Any]:
+    """Run ``one`` ``runs`` times; every numeric key gets median/min/max."""
+    rows: list[dict[str, float]] = []
+    for i in range(runs):
+        started = time.monotonic()
+        row = one()
+        rows.append(row)
+        print(
+            f"  {label} run {i + 1}/{runs} ({time.monotonic() - started:.0f}s): {row}", flush=True
+        )
+    return {key: _stats([float(r[key]) for r in rows]) for key in rows[0]}
+
+
+def run_transform(runs: int, quick: bool) -> dict[str, Any]:
+    argv = [sys.executable, "bench/transform_bench.py", "--runs", str(runs), "--no-profile"]
+    if quick:
+        argv += ["--events", "5000"]
+    out = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    match = re.search(r"median ([\d.]+) us \(min ([\d.]+), max ([\d.]+)\)", out)
+    if match is None:
+        raise RuntimeError(f"unexpected transform_bench output:\n{out}")
+    median, low, high = map(float, match.groups())
+    return {
+        "us_per_event": {"median": median, "min": low, "max": high},
+        "command": " ".join(["python", *argv[1:]]),
+        "output": out.strip(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", default=",".join(SCENARIOS))
+    parser.add_argument("--runs", type=int, default=None)
+    parser.add_argument("--events", type=int, default=None, help="end-to-end size")
+    args = parser.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(only) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s) {sorted(unknown)}; choose from {SCENARIOS}")
+    quick = args.quick
+    runs = args.runs or (2 if quick else 3)
+    events = args.events or (100_000 if quick else 1_000_000)
+    mode = "quick" if quick else "full"
+    base_cmd = "python -m bench.run_all" + (" --quick" if quick else "")
+
+    previous: dict[str, Any] = {}
+    if RESULTS.is_file():
+        previous = orjson.loads(RESULTS.read_bytes())
+    results: dict[str, Any] = previous.get("scenarios", {})
+    failures: list[str] = []
+
+    suite: e2e.Suite | None = None
+    pool: e2e.Pool | None = None
+
+    def need_suite() -> tuple[e2e.Suite, e2e.Pool]:
+        nonlocal suite, pool
+        if suite is None or pool is None:
+            print("starting broker; generating the event pool...", flush=True)
+            suite = e2e.Suite(RUN_ROOT / "suite")
+            pool = e2e.Pool.make(20_000 if not quick else 10_000)
+        return suite, pool
+
+    def record(name: str, command: str, body: Callable[[], dict[str, Any]]) -> None:
+        print(f"== {name}", flush=True)
+        try:
+            figures = body()
+        except Exception as exc:  # one broken scenario must not hide the others
+            traceback.print_exc()
+            failures.append(f"{name}: {exc}")
+            return
+        figures["command"] = figures.get("command", command)
+        figures["mode"] = mode
+        figures["at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        results[name] = figures
+
+    try:
+        if "transform" in only:
+            record("transform", "", lambda: run_transform(max(runs, 5), quick))
+        if "e2e" in only:
+            cmd = f"{base_cmd} --only e2e --events {events} --runs {runs}"
+
+            def run_e2e() -> dict[str, Any]:
+                s, p = need_suite()
+                return _repeat(runs, lambda: e2e.throughput(s, p, events), "e2e")
+
+            record("e2e", cmd, run_e2e)
+        if "pacing" in only:
+            window = 10.0 if quick else 20.0
+            windows = 2 if quick else 3
+            for headers in (True, False):
+                name = "pacing_headers" if headers else "pacing_no_headers"
+                cmd = f"{base_cmd} --only pacing --runs {runs}"
+
+                def run_pacing(headers: bool = headers, name: str = name) -> dict[str, Any]:
+                    s, p = need_suite()
+                    out = _repeat(
+                        runs,
+                        lambda: e2e.pacing(
+                            s, p, headers=headers, requests=100, window_s=window, windows=windows
+                        ),
+                        name,
+                    )
+                    out["setup"] = f"100 requests per {window:.0f} s window, {windows} windows"
+                    return out
+
+                record(name, cmd, run_pacing)
+        if "outage" in only:
+            size = 100_000 if quick else 500_000
+            outage_s = 15.0 if quick else 30.0
+            cmd = f"{base_cmd} --only outage --runs {runs}"
+
+            def run_outage() -> dict[str, Any]:
+                s, p = need_suite()
+                valid_pool = e2e.Pool(
+                    [k for k, ok in zip(p.keys, p.valid, strict=True) if ok],
+                    [v for v, ok in zip(p.values, p.valid, strict=True) if ok],
+                    [True] * sum(p.valid),
+                )
+                return _repeat(
+                    runs,
+                    lambda: e2e.outage(s, valid_pool, events=size, outage_s=outage_s),
+                    "outage",
+                )
+
+            record("outage", cmd, run_outage)
+        if "latency" in only:
+            rate, seconds = 2000.0, (10.0 if quick else 30.0)
+            cmd = f"{base_cmd} --only latency --runs {runs}"
+
+            def run_latency() -> dict[str, Any]:
+                s, p = need_suite()
+                return _repeat(
+                    runs, lambda: e2e.latency(s, p, rate=rate, seconds=seconds), "latency"
+                )
+
+            record("latency", cmd, run_latency)
+        if "accounts" in only:
+            per_account = 2_000 if quick else 5_000
+            for throttle in (False, True):
+                name = "accounts_throttled" if throttle else "accounts_baseline"
+                cmd = f"{base_cmd} --only accounts --runs {runs}"
+
+                def run_accounts(throttle: bool = throttle, name: str = name) -> dict[str, Any]:
+                    s, _ = need_suite()
+                    return _repeat(
+                        runs,
+                        lambda: e2e.many_accounts(
+                            s, accounts=20, events_per_account=per_account, throttle=throttle
+                        ),
+                        name,
+                    )
+
+                record(name, cmd, run_accounts)
+    finally:
+        if suite is not None:
+            suite.close()
+
+    info = machine()
+    RESULTS.write_bytes(
+        orjson.dumps({"machine": info, "scenarios": results}, option=orjson.OPT_INDENT_2)
+    )
+    OUTPUT.write_text(render(info, results))
+    print(f"wrote {OUTPUT.relative_to(REPO_ROOT)} and {RESULTS.relative_to(REPO_ROOT)}")
+    for failure in failures:
+        print("FAILED:", failure)
+    return 1 if failures else 0
+
+
+# --------------------------------------------------------------------------------------
+# BENCHMARKS.md
+# --------------------------------------------------------------------------------------
+
+
+def _fmt(stat: dict[str, float] | None, digits: int = 0, scale: float = 1.0) -> str:
+    if not stat:
+        return "not run"
+    m, lo, hi = (stat[k] * scale for k in ("median", "min", "max"))
+    return f"**{m:,.{digits}f}** ({lo:,.{digits}f} - {hi:,.{digits}f})"
+
+
+def _met(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**missed**")
+
+
+def render(info: dict[str, str], r: dict[str, Any]) -> str:
+    def get(name: str, key: str) -> dict[str, float] | None:
+        value = r.get(name, {}).get(key)
+        return value if isinstance(value, dict) else None
+
+    def med(name: str, key: str) -> float | None:
+        stat = get(name, key)
+        return None if stat is None else stat["median"]
+
+    def cmd(name: str) -> str:
+        return f"`{r[name]['command']}` ({r[name]['mode']}, {r[name]['at']})" if name in r else ""
+
+    rows: list[tuple[str, str, str, str, str]] = []
+    tr = med("transform", "us_per_event")
+    rows.append(
+        (
+            "1. Transform, CPU per event",
+            _fmt(get("transform", "us_per_event"), 2) + " µs",
+            "≤ 10 µs",
+            _met(None if tr is None else tr <= 10),
+            cmd("transform"),
+        )
+    )
+    eps, ratio = med("e2e", "events_per_s"), med("e2e", "ratio_to_ceiling")
+    size = med("e2e", "events")
+    rows += [
+        (
+            f"2. End to end, 1 account, limit off ({size or 0:,.0f} events, 12 partitions)",
+            _fmt(get("e2e", "events_per_s")) + " events/s",
+            "≥ 55,600 events/s",
+            _met(None if eps is None else eps >= e2e.X_EVENTS_PER_S),
+            cmd("e2e"),
+        ),
+        (
+            "2. Raw consume ceiling (confluent-kafka Consumer, discard)",
+            _fmt(get("e2e", "raw_ceiling_per_s")) + " events/s",
+            "",
+            "",
+            cmd("e2e"),
+        ),
+        (
+            "2. Throughput / raw ceiling",
+            _fmt(get("e2e", "ratio_to_ceiling"), 3),
+            "≥ 0.5",
+            _met(None if ratio is None else ratio >= 0.5),
+            cmd("e2e"),
+        ),
+        (
+            "2. Consumer process CPU per event",
+            _fmt(get("e2e", "cpu_us_per_event"), 1) + " µs",
+            "",
+            "",
+            cmd("e2e"),
+        ),
+        ("2. Consumer peak RSS", _fmt(get("e2e", "peak_rss_mb")) + " MB", "", "", cmd("e2e")),
+        (
+            "3. Cores used while at that rate: consumer / sandbox",
+            _fmt(get("e2e", "consumer_cores"), 2) + " / " + _fmt(get("e2e", "sandbox_cores"), 2),
+            "55,600 events/s on one process",
+            _met(None if eps is None else eps >= e2e.X_EVENTS_PER_S),
+            cmd("e2e"),
+        ),
+    ]
+    for name, label in (("pacing_headers", "with headers"), ("pacing_no_headers", "no headers")):
+        used = med(name, "budget_used")
+        limited = med(name, "http_429")
+        setup = r.get(name, {}).get("setup", "")
+        rows.append(
+            (
+                f"4. Rate budget used, {label} ({setup})",
+                _fmt(get(name, "budget_used"), 3) + f"; 429s: {_fmt(get(name, 'http_429'))}",
+                "≥ 0.95, no 429" if name == "pacing_headers" else "(no target)",
+                _met(
+                    None
+                    if used is None or limited is None or name != "pacing_headers"
+                    else used >= 0.95 and limited == 0
+                ),
+                cmd(name),
+            )
+        )
+    rss = med("outage", "peak_rss_mb")
+    committed = med("outage", "committed_during_outage")
+    rows += [
+        (
+            f"5. Outage ({med('outage', 'events') or 0:,.0f} events backlog, "
+            f"{med('outage', 'outage_s') or 0:.0f} s of 503): peak RSS",
+            _fmt(get("outage", "peak_rss_mb")) + " MB",
+            "< 256 MB",
+            _met(None if rss is None else rss < 256),
+            cmd("outage"),
+        ),
+        (
+            "5. Outage: partitions paused (peak) / events in flight (peak)",
+            _fmt(get("outage", "peak_partitions_paused"))
+            + " / "
+            + _fmt(get("outage", "peak_in_flight")),
+            "",
+            "",
+            cmd("outage"),
+        ),
+        (
+            "5. Outage: offsets committed while nothing was accepted",
+            _fmt(get("outage", "committed_during_outage")),
+            "0",
+            _met(None if committed is None else committed == 0),
+            cmd("outage"),
+        ),
+        (
+            "5. Outage: time to drain the backlog after recovery",
+            _fmt(get("outage", "drain_s"), 1) + " s",
+            "",
+            "",
+            cmd("outage"),
+        ),
+        (
+            f"6. Latency produce → accepted at {med('latency', 'rate') or 0:,.0f} events/s: p50",
+            _fmt(get("latency", "p50_ms")) + " ms",
+            "",
+            "",
+            cmd("latency"),
+        ),
+        ("6. Latency: p99", _fmt(get("latency", "p99_ms")) + " ms", "", "", cmd("latency")),
+    ]
+    base, thr = (
+        med("accounts_baseline", "others_events_per_s"),
+        med("accounts_throttled", "others_events_per_s"),
+    )
+    rows += [
+        (
+            "7. 20 accounts, none throttled: throughput of accounts 1-19",
+            _fmt(get("accounts_baseline", "others_events_per_s")) + " events/s",
+            "",
+            "",
+            cmd("accounts_baseline"),
+        ),
+        (
+            "7. 20 accounts, account 0 at 2 requests/10 s: throughput of accounts 1-19",
+            _fmt(get("accounts_throttled", "others_events_per_s")) + " events/s",
+            "≥ 0.9 x baseline",
+            _met(None if base is None or thr is None else thr >= 0.9 * base),
+            cmd("accounts_throttled"),
+        ),
+    ]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `python -m bench.run_all` (see `docs/benchmarks.md` for what each",
+        "scenario does and how it measures). Figures: **median** (min - max) over the runs.",
+        "Everything runs on one machine: the broker, the sandbox, the consumer and the load",
+        "share the cores below, and other jobs may run at the same time.",
+        "",
+        "## Machine",
+        "",
+        *[f"- {key}: {value}" for key, value in info.items()],
+        "",
+        "## Figures",
+        "",
+        "| figure | result | target | verdict | command |",
+        "|---|---|---|---|---|",
+        *[f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows],
+        "",
+        "## Raw results",
+        "",
+        "Every measured value per scenario (median/min/max) is in `bench/results.json`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

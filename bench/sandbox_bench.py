@@ -39,6 +39,7 @@ from consumer.sandbox.config import (
     DEMO_PIXEL_TOKEN,
     demo_account,
 )
+from consumer.sandbox.validation import accepted_event_ids, validate_body
 
 HASH = "d360d510a224510f373931ce2d6215a799f5a9c1cef221b0149b6b6b50cced62"
 PHONE = "1fa6b8d986d9b9cd01bf36951815158bbde9f520c0567c835dfe34783d0a4231"
@@ -136,6 +137,18 @@ def _client_process(
     out.put(asyncio.run(_drive(url, bodies, auth, concurrency, warmup_s, duration_s)))
 
 
+def validation_ceiling(body: bytes, runs: int, repeat: int = 50) -> list[float]:
+    """Requests/s the validator alone allows (parse + rules, in this process, no HTTP)."""
+    event_ids = accepted_event_ids("oka17", ["ol288"])
+    rates = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        for _ in range(repeat):
+            assert validate_body(body, event_ids=event_ids).ok
+        rates.append(repeat / (time.perf_counter() - started))
+    return rates
+
+
 def start_sandbox(workdir: Path, cpu: int | None) -> tuple[subprocess.Popen[bytes], str]:
     account = demo_account().model_dump()
     account["rate_limit"] = {"enabled": False, "send_headers": False}
@@ -179,6 +192,11 @@ def main() -> int:
     modes = ["token", "oauth"] if args.auth == "both" else [args.auth]
     print("command:", shlex.join([Path(sys.executable).name, *sys.argv]))
     print(f"body: {len(bodies[0]):,} bytes, {args.events} conversions; cores: {os.cpu_count()}")
+    ceiling = validation_ceiling(bodies[0], args.runs)
+    print(
+        f"validation alone: median {statistics.median(ceiling):7.1f} req/s "
+        f"(min {min(ceiling):.1f}, max {max(ceiling):.1f})"
+    )
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
         process, url = start_sandbox(Path(tmp), 0 if args.pin else None)

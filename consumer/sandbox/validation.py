@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import orjson
 
-from consumer.sandbox.currencies import ISO_4217_CODES
+from consumer.iso4217 import ISO_4217
 
 MAX_CONVERSIONS: Final = 500
 
@@ -276,7 +276,7 @@ def _conversion_ok(
             if kind is not int or value <= 0:
                 return False
         elif key == "price_currency":
-            if kind is not str or value not in ISO_4217_CODES:
+            if kind is not str or value not in ISO_4217:
                 return False
         elif key == "conversion_id":
             if kind is not str or not value or value in reject_ids:
@@ -379,7 +379,7 @@ def _check_conversion(
         )
     if "price_currency" in conversion:
         currency = conversion["price_currency"]
-        if type(currency) is not str or currency not in ISO_4217_CODES:
+        if type(currency) is not str or currency not in ISO_4217:
             problems.append(
                 Problem(
                     INVALID,

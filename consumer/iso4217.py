@@ -1,4 +1,4 @@
-"""Active ISO 4217 alphabetic currency codes, shipped as a table to avoid a runtime dependency.
+"""Active ISO 4217 alphabetic currency codes: one table for the transform and the sandbox.
 
 Taken from the ISO 4217 list one (current currency and funds). Left out on purpose: ``XTS``
 (reserved for testing) and ``XXX`` (no currency), which no purchase can be priced in.
@@ -8,7 +8,7 @@ Codes withdrawn from the list but still inside their legal changeover period (``
 
 from __future__ import annotations
 
-ISO_4217_CODES: frozenset[str] = frozenset(
+ISO_4217: frozenset[str] = frozenset(
     """
     AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BOV BRL BSD
     BTN BWP BYN BZD CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUC CUP CVE CZK DJF DKK DOP

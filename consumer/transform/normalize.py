@@ -53,7 +53,11 @@ def _fast_phone(compact: str, nanp: bool) -> str | None:
     if not compact.isascii():
         return None
     if compact.startswith("+"):
-        return compact if _E164.fullmatch(compact) else None
+        # the shape of _E164 without a regex: "+", a non-zero digit, 7-15 digits in all
+        digits = compact[1:]
+        if 7 <= len(digits) <= 15 and digits.isdigit() and digits[0] != "0":
+            return compact
+        return None
     if nanp and compact.isdigit():
         if len(compact) == 10 and compact[0] > "1" and compact[3] > "1":
             return "+1" + compact
@@ -71,6 +75,10 @@ def normalize_phone(raw: str, region: str) -> str | None:
     region and must be a possible number (not only a local one).
     """
     compact = raw.replace(" ", "").replace("-", "")
+    if compact[:1] == "+" and compact.isascii():  # E.164 once spaces and dashes are gone
+        digits = compact[1:]
+        if 7 <= len(digits) <= 15 and digits.isdigit() and digits[0] != "0":
+            return compact
     if "(" in compact or "." in compact or "/" in compact or "\u00a0" in compact:
         compact = compact.translate(_PHONE_PUNCT)
     fast = _fast_phone(compact, region in NANP_REGIONS)
@@ -112,6 +120,8 @@ def normalize_ip(raw: str, send_ipv6: bool) -> str | None:
     text = raw.strip()
     if ":" not in text:
         return text if _IPV4.fullmatch(text) else None
+    if not send_ipv6 and "ffff" not in text.lower():
+        return None  # not IPv4-mapped (its ffff group is always spelled out): dropped anyway
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
@@ -148,7 +158,7 @@ def parse_time_ms(value: object) -> int | ReasonCode:
             moment = datetime.fromisoformat(text)
         except ValueError:
             return ReasonCode.INVALID_TIME
-        if moment.tzinfo is None or moment.utcoffset() is None:
+        if moment.utcoffset() is None:  # also None without tzinfo
             return ReasonCode.NAIVE_TIME
         try:
             delta = moment - _EPOCH
@@ -185,24 +195,22 @@ def _epoch_ms(number: int) -> int | ReasonCode:
 
 _TWO: Final = tuple(f"{n:02d}" for n in range(60))
 _THREE: Final = tuple(f"{n:03d}" for n in range(1000))
-_day_cache: dict[int, str] = {}
+# "yyyy-MM-ddTHH:mm:" per epoch minute; events of a stream share few minutes (no PII).
+_minute_cache: dict[int, str] = {}
 
 
 def format_time_ms(epoch_ms: int) -> str:
     """``yyyy-MM-ddTHH:mm:ss.SSSZ`` in UTC, the form X's error text asks for."""
     seconds, millis = divmod(epoch_ms, 1000)
-    day, rest = divmod(seconds, 86400)
-    prefix = _day_cache.get(day)
+    minute, secs = divmod(seconds, 60)
+    prefix = _minute_cache.get(minute)
     if prefix is None:
-        t = time.gmtime(day * 86400)
-        prefix = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
-        if len(_day_cache) > 4096:
-            _day_cache.clear()
-        _day_cache[day] = prefix
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    two = _TWO
-    return f"{prefix}{two[hours]}:{two[minutes]}:{two[secs]}.{_THREE[millis]}Z"
+        t = time.gmtime(minute * 60)
+        prefix = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:"
+        if len(_minute_cache) > 4096:
+            _minute_cache.clear()
+        _minute_cache[minute] = prefix
+    return f"{prefix}{_TWO[secs]}.{_THREE[millis]}Z"
 
 
 # --- money ---------------------------------------------------------------------------
@@ -211,40 +219,51 @@ _DECIMAL_TEXT: Final = re.compile(r"[0-9]{1,15}(\.[0-9]{1,10})?")
 MAX_AMOUNT: Final = 1e15
 
 
+def is_decimal_text(text: str) -> bool:
+    """The ``_DECIMAL_TEXT`` grammar (up to 15 digits, optionally a dot and 1-10 digits; no
+    sign, exponent, "_", nan/inf) with str methods, cheaper than the regex on the hot path."""
+    if not text.isascii() or not text.replace(".", "", 1).isdigit():
+        return False
+    dot = text.find(".")
+    if dot < 0:
+        return len(text) <= 15
+    return 0 < dot <= 15 and 0 < len(text) - dot - 1 <= 10
+
+
+def amount_number(value: object) -> float | None:
+    """A non-negative amount as the float to send, or None when invalid.
+
+    Decimal text goes through ``float`` once (shortest round trip, so "19.99" is sent as
+    19.99); a JSON number is used as is. Use ``parse_amount`` when the text is needed.
+    """
+    kind = type(value)
+    if kind is str:
+        text: str = value.strip()  # type: ignore[attr-defined]
+        return float(text) if is_decimal_text(text) else None
+    if kind is float:
+        number: float = value  # type: ignore[assignment]
+        # NaN and infinities fail the comparison
+        return number if 0.0 <= number < MAX_AMOUNT else None
+    if kind is int:
+        integer: int = value  # type: ignore[assignment]
+        return float(integer) if 0 <= integer < MAX_AMOUNT else None
+    return None
+
+
 def parse_amount(value: object) -> tuple[float, str] | None:
     """A non-negative amount as (float, decimal text), or None when invalid.
 
     The text keeps the producer's digits ("20.00" stays "20.00"); a JSON number keeps
     its shortest round-trip form (19.99 stays 19.99), so no binary rounding shows up.
     """
-    kind = type(value)
-    if kind is str:
-        text: str = value.strip()  # type: ignore[attr-defined]
-        # digits with at most one inner dot (no sign, exponent, "_", nan/inf): cheaper
-        # than the equivalent regex _DECIMAL_TEXT on the hot path
-        if (
-            not text.isascii()
-            or not text.replace(".", "", 1).isdigit()
-            or text[0] == "."
-            or text[-1] == "."
-            or len(text) > 26
-        ):
-            return None
-        head, _, tail = text.partition(".")
-        if len(head) > 15 or len(tail) > 10:
-            return None
-        return float(text), text
-    if kind is float:
-        number: float = value  # type: ignore[assignment]
-        if not math.isfinite(number) or number < 0 or number >= MAX_AMOUNT:
-            return None
+    number = amount_number(value)
+    if number is None:
+        return None
+    if type(value) is str:
+        return number, value.strip()
+    if type(value) is float:
         return number, repr(number)
-    if kind is int:
-        integer: int = value  # type: ignore[assignment]
-        if integer < 0 or integer >= MAX_AMOUNT:
-            return None
-        return float(integer), str(integer)
-    return None
+    return number, str(value)
 
 
 def sum_amounts(parts: list[tuple[str, int]]) -> tuple[float, str] | None:

@@ -206,3 +206,24 @@ def test_amount_text_fast_check_equals_the_decimal_grammar(text: str) -> None:
 
     expected = _DECIMAL_TEXT.fullmatch(text.strip()) is not None
     assert (parse_amount(text) is not None) == expected
+
+
+@given(st.text(alphabet="+0123456789 -()٣", max_size=20))
+def test_e164_shape_checks_equal_the_regex(text: str) -> None:
+    """The string-method E.164 fast paths accept exactly what ``_E164`` matches."""
+    from consumer.transform.normalize import _E164
+
+    compact = text.replace(" ", "").replace("-", "")
+    result = normalize_phone(text, "ZZ")  # unknown region: no NANP path, no parse success
+    if _E164.fullmatch(compact):
+        assert result == compact
+    elif compact.startswith("+") and compact[1:].isdigit() and compact.isascii():
+        assert result is None  # E.164-like but a bad length or a leading zero
+
+
+@given(st.ip_addresses(v=6).map(str) | st.ip_addresses(v=6).map(lambda a: str(a).upper()))
+def test_ipv6_shortcut_equals_the_full_parse(text: str) -> None:
+    import ipaddress
+
+    mapped = ipaddress.IPv6Address(text).ipv4_mapped
+    assert normalize_ip(text, False) == (None if mapped is None else str(mapped))

@@ -23,6 +23,8 @@ class Preset(StrEnum):
     GA4 = "ga4"
     SHOPIFY = "shopify"
     CUSTOM = "custom"
+    # canonical, segment, ga4 or shopify, detected per event (consumer/transform/detect.py)
+    AUTO = "auto"
 
 
 def _check_source(value: Source | None) -> Source | None:
@@ -173,6 +175,11 @@ class TransformSettings(_Strict):
             self.mapping.order_id is None or self.mapping.event_time is None
         ):
             raise ValueError("preset 'custom' needs mapping.order_id and mapping.event_time")
+        if self.preset is Preset.AUTO and self.mapping != FieldMapping():
+            raise ValueError(
+                "preset 'auto' uses each detected preset's own mapping; "
+                "[transform.mapping] would apply to all of them and is not supported"
+            )
         return self
 
 

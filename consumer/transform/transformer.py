@@ -1,6 +1,11 @@
 """Producer purchase event (bytes) -> one X conversion, or a rejection with a stable reason.
 
 Pure: no I/O, the clock is injected. ``transform`` never raises, whatever the input.
+
+Hot-path notes (bench/transform_bench.py): every field source is compiled once into a
+reader closure (``_Field``); line items read their keys straight from the element dict;
+amounts go through ``float`` only (``Decimal`` just for the rare sum of item prices); the
+output dict is built in its final shape for a single ``orjson.dumps``.
 """
 
 from __future__ import annotations
@@ -12,9 +17,17 @@ from urllib.parse import unquote
 
 import orjson
 
-from consumer.transform.config import RouteSettings, RoutingSettings, Source, TransformSettings
+from consumer.transform.config import (
+    Preset,
+    RouteSettings,
+    RoutingSettings,
+    Source,
+    TransformSettings,
+)
 from consumer.transform.currencies import ISO_4217
+from consumer.transform.detect import AUTO_PRESETS, detect_format
 from consumer.transform.normalize import (
+    amount_number,
     format_time_ms,
     hash_email,
     hash_phone,
@@ -31,11 +44,13 @@ from consumer.transform.types import Conversion, ReasonCode, Rejection, Route
 # One alternative of a field source: (path text, compiled path or None, constant).
 _Alt = tuple[str, Path | None, Any]
 _Alts = tuple[_Alt, ...]
+_Getter = Callable[[Any], Any]
 
 MAX_ID_LENGTH: Final = 256
 MAX_USER_AGENT_LENGTH: Final = 2048
 MAX_IDENTIFIER_VALUES: Final = 10
 MAX_ITEMS: Final = 1000
+_MAX_COUNT: Final = 1_000_000_000  # parse_count's bound
 
 _TIME_MESSAGES: Final = {
     ReasonCode.INVALID_TIME: "not an ISO 8601 time or epoch seconds/milliseconds/microseconds",
@@ -47,8 +62,10 @@ _dumps = orjson.dumps
 
 
 class _Field:
-    """A compiled field source: ``get(doc)`` is the hot-path read, ``where(doc)`` the path
-    text reported in a rejection (computed only then)."""
+    """A compiled field source: ``get(doc)`` is the hot-path read (MISSING for absent,
+    null or ""), ``where(doc)`` the path text reported in a rejection (computed only then).
+    ``key`` is the single top-level key when that is the whole source: hot loops read it
+    with ``dict.get`` instead of calling ``get``."""
 
     __slots__ = ("alts", "get", "key")
 
@@ -58,19 +75,12 @@ class _Field:
             (text, None, text[1:]) if text.startswith("=") else (text, compile_path(text), None)
             for text in texts
         )
-        getters = [_alt_getter(path, const) for _, path, const in self.alts]
-        # The single top-level key when that is the whole source (read inline on hot loops).
+        paths = [path for _, path, _ in self.alts]
         self.key: str | None = None
-        if len(self.alts) == 1:
-            path = self.alts[0][1]
-            if path is not None and len(path) == 1 and type(path[0]) is str:
-                self.key = path[0]
-        if not getters:
-            self.get: Callable[[Any], Any] = _absent
-        elif len(getters) == 1:
-            self.get = getters[0]
-        else:
-            self.get = _first_of(tuple(getters))
+        if len(paths) == 1 and paths[0] is not None and len(paths[0]) == 1:
+            step = paths[0][0]
+            self.key = step if type(step) is str else None
+        self.get: _Getter = _compile_getter(self.alts)
 
     def __bool__(self) -> bool:
         return bool(self.alts)
@@ -90,7 +100,22 @@ def _absent(doc: Any) -> Any:
     return MISSING
 
 
-def _first_of(getters: tuple[Callable[[Any], Any], ...]) -> Callable[[Any], Any]:
+def _compile_getter(alts: _Alts) -> _Getter:
+    """The cheapest reader for the shape of the source, chosen once."""
+    if not alts:
+        return _absent
+    if len(alts) == 1:
+        return _alt_getter(alts[0][1], alts[0][2])
+    pairs = [path for _, path, _ in alts if path is not None and len(path) == 2]
+    if len(pairs) == len(alts) and all(type(a) is str and type(b) is str for a, b in pairs):
+        parents = {str(parent) for parent, _ in pairs}
+        if len(parents) == 1:
+            # e.g. user.email, user.hashed_email: read the parent once
+            return _siblings(parents.pop(), tuple(str(key) for _, key in pairs))
+    return _first_of(tuple(_alt_getter(path, const) for _, path, const in alts))
+
+
+def _first_of(getters: tuple[_Getter, ...]) -> _Getter:
     def first(doc: Any) -> Any:
         for getter in getters:
             value = getter(doc)
@@ -101,7 +126,21 @@ def _first_of(getters: tuple[Callable[[Any], Any], ...]) -> Callable[[Any], Any]
     return first
 
 
-def _alt_getter(path: Path | None, const: Any) -> Callable[[Any], Any]:
+def _siblings(parent: str, keys: tuple[str, ...]) -> _Getter:
+    def first_key(doc: Any) -> Any:
+        node = doc.get(parent) if type(doc) is dict else None
+        if type(node) is not dict:
+            return MISSING
+        for key in keys:
+            value = node.get(key)
+            if value is not None and value != "":
+                return value
+        return MISSING
+
+    return first_key
+
+
+def _alt_getter(path: Path | None, const: Any) -> _Getter:
     """Specialised readers for the common shapes (one or two keys); null and "" read as
     missing so that the next alternative is tried."""
     if path is None:
@@ -184,11 +223,24 @@ def _reject(reason: ReasonCode, field: str | None, message: str) -> Rejection:
     return Rejection(reason.value, field, message)
 
 
+class _Counts:
+    """Dropped identifiers; one instance shared by an ``auto`` transformer's parts."""
+
+    __slots__ = ("emails", "ips", "phones", "user_agents")
+
+    def __init__(self) -> None:
+        self.emails = self.phones = self.ips = self.user_agents = 0
+
+
 class Transformer:
     """Turns producer events into X conversions; one instance per settings.
 
     Counters (for metrics) count identifiers dropped because they were unusable:
     ``dropped_emails``, ``dropped_phones``, ``dropped_ips``, ``dropped_user_agents``.
+
+    With ``preset = "auto"`` every event's shape is detected (``detect.detect_format``)
+    and handed to a transformer of that preset; the parts share settings, routing and
+    counters.
     """
 
     def __init__(
@@ -200,6 +252,16 @@ class Transformer:
         self.settings = settings
         self.routing = routing
         self._now = now
+        self._counts = _Counts()
+        self._by_format: dict[Preset, Transformer] = {}
+        self._entry: Callable[[dict[str, Any]], Conversion | Rejection] = self._convert
+        if settings.preset is Preset.AUTO:
+            for preset in AUTO_PRESETS:
+                part = Transformer(settings.model_copy(update={"preset": preset}), routing, now)
+                part._counts = self._counts
+                self._by_format[preset] = part
+            self._entry = self._convert_detected
+            return
         mapping = effective_mapping(settings.preset, settings.mapping)
         self._order_id = _Field(mapping.order_id)
         self._conversion_id = _Field(mapping.conversion_id)
@@ -241,10 +303,22 @@ class Transformer:
         self._default_table = (
             self._route_table(routing.default) if routing.default is not None else None
         )
-        self.dropped_emails = 0
-        self.dropped_phones = 0
-        self.dropped_ips = 0
-        self.dropped_user_agents = 0
+
+    @property
+    def dropped_emails(self) -> int:
+        return self._counts.emails
+
+    @property
+    def dropped_phones(self) -> int:
+        return self._counts.phones
+
+    @property
+    def dropped_ips(self) -> int:
+        return self._counts.ips
+
+    @property
+    def dropped_user_agents(self) -> int:
+        return self._counts.user_agents
 
     def _route_table(self, route: RouteSettings) -> dict[str, Route]:
         table = {"purchase": Route(route.account_id, route.pixel_id, route.event_id)}
@@ -255,18 +329,24 @@ class Transformer:
     def transform(self, raw: bytes) -> Conversion | Rejection:
         """Never raises: any input yields a Conversion or a Rejection."""
         try:
-            return self._transform(raw)
-        except Exception:
-            return _reject(ReasonCode.INTERNAL_ERROR, None, "unexpected error in transform")
-
-    def _transform(self, raw: bytes) -> Conversion | Rejection:
-        try:
             doc = _loads(raw)
         except (ValueError, TypeError):
             return _reject(ReasonCode.INVALID_JSON, None, "message is not valid UTF-8 JSON")
         if type(doc) is not dict:
             return _reject(ReasonCode.SCHEMA_VIOLATION, None, "event must be a JSON object")
+        try:
+            return self._entry(doc)
+        except Exception:
+            return _reject(ReasonCode.INTERNAL_ERROR, None, "unexpected error in transform")
 
+    def _convert_detected(self, doc: dict[str, Any]) -> Conversion | Rejection:
+        """``auto``: the preset whose shape the event has converts it."""
+        found = detect_format(doc)
+        if type(found) is Preset:
+            return self._by_format[found]._convert(doc)
+        return _reject(ReasonCode.UNKNOWN_FORMAT, None, str(found))
+
+    def _convert(self, doc: dict[str, Any]) -> Conversion | Rejection:
         value = self._order_id.get(doc)
         if value is MISSING:
             return _reject(
@@ -348,99 +428,16 @@ class Transformer:
             )
 
         # --- identifiers
-        identifiers: list[dict[str, str]] = []
-        dropped: list[str] = []
-        twclid: str | None = None
-        value = self._twclid.get(doc)
-        if value is not MISSING:
-            if type(value) is not str:
-                return _reject(
-                    ReasonCode.SCHEMA_VIOLATION, self._twclid.where(doc), "twclid must be a string"
-                )
-            twclid = value.strip() or None
-        if twclid is None and self._twclid_url:
-            value = self._twclid_url.get(doc)
-            if type(value) is str and "twclid=" in value:
-                twclid = _twclid_from_url(value)
-        if twclid is not None:
-            identifiers.append({"twclid": twclid})
-
-        value = self._email.get(doc)
-        if value is not MISSING:
-            texts = [value] if type(value) is str else _strings(value)
-            if texts is None:
-                return _reject(
-                    ReasonCode.SCHEMA_VIOLATION,
-                    self._email.where(doc),
-                    "email must be a string or a list of strings",
-                )
-            for text in texts:
-                hashed = hash_email(text)
-                if hashed is None:
-                    self.dropped_emails += 1
-                    dropped.append("email")
-                elif len(texts) == 1 or {"hashed_email": hashed} not in identifiers:
-                    identifiers.append({"hashed_email": hashed})
-
-        value = self._phone.get(doc)
-        if value is not MISSING:
-            texts = [value] if type(value) is str else _strings(value)
-            if texts is None:
-                return _reject(
-                    ReasonCode.SCHEMA_VIOLATION,
-                    self._phone.where(doc),
-                    "phone must be a string or a list of strings",
-                )
-            for text in texts:
-                hashed = hash_phone(text, self._region)
-                if hashed is None:
-                    self.dropped_phones += 1
-                    dropped.append("phone")
-                elif len(texts) == 1 or {"hashed_phone_number": hashed} not in identifiers:
-                    identifiers.append({"hashed_phone_number": hashed})
-
-        strong = bool(identifiers)
-        device: dict[str, str] = {}
-        value = self._ip.get(doc)
-        if value is not MISSING:
-            if type(value) is not str:
-                return _reject(
-                    ReasonCode.SCHEMA_VIOLATION, self._ip.where(doc), "ip must be a string"
-                )
-            address = normalize_ip(value, self._send_ipv6)
-            if address is None:
-                self.dropped_ips += 1
-                dropped.append("ip")
-            else:
-                device["ip_address"] = address
-        value = self._user_agent.get(doc)
-        if value is not MISSING:
-            if type(value) is not str:
-                return _reject(
-                    ReasonCode.SCHEMA_VIOLATION,
-                    self._user_agent.where(doc),
-                    "user agent must be a string",
-                )
-            agent = value.strip()
-            if agent and len(agent) <= MAX_USER_AGENT_LENGTH:
-                device["user_agent"] = agent
-            else:
-                self.dropped_user_agents += 1
-                dropped.append("user_agent")
-        if not strong and not (len(device) == 2 and self._ip_ua_ok):
-            detail = f" ({', '.join(dropped)} dropped as unusable)" if dropped else ""
-            return _reject(
-                ReasonCode.NO_IDENTIFIER, None, "no usable twclid, email or phone" + detail
-            )
-        if device:
-            identifiers.append(device)
+        identifiers = self._identifiers(doc)
+        if type(identifiers) is Rejection:
+            return identifiers
 
         # --- currency
         value = self._currency.get(doc)
         if value is MISSING:
             currency = self._currency_default
         elif type(value) is str:
-            currency = value.strip().upper()
+            currency = value if value in ISO_4217 else value.strip().upper()
             if currency not in ISO_4217:
                 return _reject(
                     ReasonCode.UNKNOWN_CURRENCY,
@@ -453,11 +450,15 @@ class Transformer:
             )
 
         # --- line items
+        items: Any = None
         contents: list[dict[str, Any]] = []
         quantities = 0
-        priced: list[tuple[str, int]] | None = None
         if self._items_text is not None:
-            items = lookup(doc, self._items_path)
+            items = (
+                doc.get(self._items_path[0], MISSING)
+                if len(self._items_path) == 1 and type(self._items_path[0]) is str
+                else lookup(doc, self._items_path)
+            )
             if items is not MISSING and items is not None:
                 if type(items) is not list or len(items) > MAX_ITEMS:
                     return _reject(
@@ -465,33 +466,30 @@ class Transformer:
                         self._items_text,
                         f"items must be a list of at most {MAX_ITEMS} objects",
                     )
-                priced = [] if items else None
-                for index, element in enumerate(items):
-                    result = self._content(element, index)
-                    if type(result) is Rejection:
-                        return result
-                    content, price_text, quantity = result  # type: ignore[misc]
-                    quantities += quantity
-                    if price_text is None:
-                        priced = None
-                    elif priced is not None:
-                        priced.append((price_text, quantity))
-                    if content:
-                        contents.append(content)
+                read = self._contents(items, contents)
+                if type(read) is Rejection:
+                    return read
+                quantities = read  # type: ignore[assignment]
 
-        # --- value
-        amount: tuple[float, str] | None = None
+        # --- value: the event's, else the exact sum of the items (when all are priced)
+        amount: float | str | None = None
         value = self._value.get(doc)
         if value is not MISSING:
-            amount = parse_amount(value)
+            if self._string_values:
+                parsed = parse_amount(value)
+                amount = None if parsed is None else parsed[1]
+            else:
+                amount = amount_number(value)
             if amount is None:
                 return _reject(
                     ReasonCode.INVALID_VALUE,
                     self._value.where(doc),
                     "value must be a non-negative decimal number",
                 )
-        elif priced:
-            amount = sum_amounts(priced)
+        elif type(items) is list and items:
+            total = self._items_total(items)
+            if total is not None:
+                amount = total[1] if self._string_values else total[0]
 
         # --- number of items
         number_items: int | None = None
@@ -553,7 +551,7 @@ class Transformer:
             "identifiers": identifiers,
         }
         if amount is not None:
-            conversion["value"] = amount[1] if self._string_values else amount[0]
+            conversion["value"] = amount
         conversion["price_currency"] = currency
         if number_items is not None:
             conversion["number_items"] = number_items
@@ -564,26 +562,155 @@ class Transformer:
             conversion["contents"] = contents
         return Conversion(route, conversion_id, _dumps(conversion))
 
+    def _identifiers(self, doc: dict[str, Any]) -> list[dict[str, str]] | Rejection:
+        """twclid, hashed e-mails and phones, then ip + user agent in one object."""
+        identifiers: list[dict[str, str]] = []
+        dropped: list[str] = []
+        counts = self._counts
+        twclid: str | None = None
+        value = self._twclid.get(doc)
+        if value is not MISSING:
+            if type(value) is not str:
+                return _reject(
+                    ReasonCode.SCHEMA_VIOLATION, self._twclid.where(doc), "twclid must be a string"
+                )
+            twclid = value.strip() or None
+        if twclid is None and self._twclid_url:
+            value = self._twclid_url.get(doc)
+            if type(value) is str and "twclid=" in value:
+                twclid = _twclid_from_url(value)
+        if twclid is not None:
+            identifiers.append({"twclid": twclid})
+
+        value = self._email.get(doc)
+        if type(value) is str:  # the common case: one address
+            hashed = hash_email(value)
+            if hashed is None:
+                counts.emails += 1
+                dropped.append("email")
+            else:
+                identifiers.append({"hashed_email": hashed})
+        elif value is not MISSING:
+            texts = _strings(value)
+            if texts is None:
+                return _reject(
+                    ReasonCode.SCHEMA_VIOLATION,
+                    self._email.where(doc),
+                    "email must be a string or a list of strings",
+                )
+            for text in texts:
+                hashed = hash_email(text)
+                if hashed is None:
+                    counts.emails += 1
+                    dropped.append("email")
+                elif len(texts) == 1 or {"hashed_email": hashed} not in identifiers:
+                    identifiers.append({"hashed_email": hashed})
+
+        value = self._phone.get(doc)
+        if type(value) is str:
+            hashed = hash_phone(value, self._region)
+            if hashed is None:
+                counts.phones += 1
+                dropped.append("phone")
+            else:
+                identifiers.append({"hashed_phone_number": hashed})
+        elif value is not MISSING:
+            texts = _strings(value)
+            if texts is None:
+                return _reject(
+                    ReasonCode.SCHEMA_VIOLATION,
+                    self._phone.where(doc),
+                    "phone must be a string or a list of strings",
+                )
+            for text in texts:
+                hashed = hash_phone(text, self._region)
+                if hashed is None:
+                    counts.phones += 1
+                    dropped.append("phone")
+                elif len(texts) == 1 or {"hashed_phone_number": hashed} not in identifiers:
+                    identifiers.append({"hashed_phone_number": hashed})
+
+        strong = bool(identifiers)
+        device: dict[str, str] = {}
+        value = self._ip.get(doc)
+        if value is not MISSING:
+            if type(value) is not str:
+                return _reject(
+                    ReasonCode.SCHEMA_VIOLATION, self._ip.where(doc), "ip must be a string"
+                )
+            address = normalize_ip(value, self._send_ipv6)
+            if address is None:
+                counts.ips += 1
+                dropped.append("ip")
+            else:
+                device["ip_address"] = address
+        value = self._user_agent.get(doc)
+        if value is not MISSING:
+            if type(value) is not str:
+                return _reject(
+                    ReasonCode.SCHEMA_VIOLATION,
+                    self._user_agent.where(doc),
+                    "user agent must be a string",
+                )
+            agent = value.strip()
+            if agent and len(agent) <= MAX_USER_AGENT_LENGTH:
+                device["user_agent"] = agent
+            else:
+                counts.user_agents += 1
+                dropped.append("user_agent")
+        if not strong and not (len(device) == 2 and self._ip_ua_ok):
+            detail = f" ({', '.join(dropped)} dropped as unusable)" if dropped else ""
+            return _reject(
+                ReasonCode.NO_IDENTIFIER, None, "no usable twclid, email or phone" + detail
+            )
+        if device:
+            identifiers.append(device)
+        return identifiers
+
     def _item_reject(
         self, reason: ReasonCode, index: int, field: _Field | None, element: Any, message: str
     ) -> Rejection:
         suffix = "" if field is None else f".{field.where(element)}"
         return _reject(reason, f"{self._items_text}[{index}]{suffix}", message)
 
-    def _content(
-        self, element: Any, index: int
-    ) -> tuple[dict[str, Any], str | None, int] | Rejection:
-        """One line item -> (contents object, price text or None, quantity)."""
-        if type(element) is not dict:
-            return self._item_reject(
-                ReasonCode.SCHEMA_VIOLATION, index, None, element, "item must be an object"
-            )
-        content: dict[str, Any] = {}
-        key = self._item_id.key
-        value = element.get(key) if key is not None else self._item_id.get(element)
-        if value is not MISSING and value is not None and value != "":
-            text = _as_id(value)
-            if text is None:
+    def _contents(self, items: list[Any], contents: list[dict[str, Any]]) -> int | Rejection:
+        """Appends one contents object per line item; the sum of quantities (an item
+        without one counts 1), or the first bad item's rejection.
+
+        A field whose source is one key is read with ``element.get(key)``, else with its
+        getter; null and "" count as absent either way.
+        """
+        id_key, id_get = self._item_id.key, self._item_id.get
+        group_key, group_get = self._item_group.key, self._item_group.get
+        name_key, name_get = self._item_name.key, self._item_name.get
+        price_key, price_get = self._item_price.key, self._item_price.get
+        category_key, category_get = self._item_category.key, self._item_category.get
+        quantity_key, quantity_get = self._item_quantity.key, self._item_quantity.get
+        quantities = 0
+        for index, element in enumerate(items):
+            if type(element) is not dict:
+                return self._item_reject(
+                    ReasonCode.SCHEMA_VIOLATION, index, None, element, "item must be an object"
+                )
+            get = element.get
+            content: dict[str, Any] = {}
+
+            # Each field: the common type first; "" and null (and MISSING) are absent.
+            value = get(id_key) if id_key else id_get(element)
+            if type(value) is str and value:
+                text = value.strip()
+                if not 0 < len(text) <= MAX_ID_LENGTH:
+                    return self._item_reject(
+                        ReasonCode.SCHEMA_VIOLATION,
+                        index,
+                        self._item_id,
+                        element,
+                        "item id must be a non-empty string or integer",
+                    )
+                content["content_id"] = text
+            elif type(value) is int:
+                content["content_id"] = str(value)
+            elif value is not None and value is not MISSING and value != "":
                 return self._item_reject(
                     ReasonCode.SCHEMA_VIOLATION,
                     index,
@@ -591,12 +718,22 @@ class Transformer:
                     element,
                     "item id must be a non-empty string or integer",
                 )
-            content["content_id"] = text
-        key = self._item_group.key
-        value = element.get(key) if key is not None else self._item_group.get(element)
-        if value is not MISSING and value is not None and value != "":
-            text = _as_id(value)
-            if text is None:
+
+            value = get(group_key) if group_key else group_get(element)
+            if type(value) is str and value:
+                text = value.strip()
+                if not 0 < len(text) <= MAX_ID_LENGTH:
+                    return self._item_reject(
+                        ReasonCode.SCHEMA_VIOLATION,
+                        index,
+                        self._item_group,
+                        element,
+                        "item group id must be a non-empty string or integer",
+                    )
+                content["content_group_id"] = text
+            elif type(value) is int:
+                content["content_group_id"] = str(value)
+            elif value is not None and value is not MISSING and value != "":
                 return self._item_reject(
                     ReasonCode.SCHEMA_VIOLATION,
                     index,
@@ -604,11 +741,12 @@ class Transformer:
                     element,
                     "item group id must be a non-empty string or integer",
                 )
-            content["content_group_id"] = text
-        key = self._item_name.key
-        value = element.get(key) if key is not None else self._item_name.get(element)
-        if value is not MISSING and value is not None and value != "":
-            if type(value) is not str:
+
+            value = get(name_key) if name_key else name_get(element)
+            if type(value) is str:
+                if value:
+                    content["content_name"] = value
+            elif value is not None and value is not MISSING:
                 return self._item_reject(
                     ReasonCode.SCHEMA_VIOLATION,
                     index,
@@ -616,26 +754,25 @@ class Transformer:
                     element,
                     "item name must be a string",
                 )
-            content["content_name"] = value
-        price_text: str | None = None
-        key = self._item_price.key
-        value = element.get(key) if key is not None else self._item_price.get(element)
-        if value is not MISSING and value is not None and value != "":
-            amount = parse_amount(value)
-            if amount is None:
-                return self._item_reject(
-                    ReasonCode.INVALID_VALUE,
-                    index,
-                    self._item_price,
-                    element,
-                    "item price must be a non-negative decimal number",
-                )
-            content["content_price"] = amount[0]
-            price_text = amount[1]
-        key = self._item_category.key
-        value = element.get(key) if key is not None else self._item_category.get(element)
-        if value is not MISSING and value is not None and value != "":
-            if type(value) is not str:
+
+            value = get(price_key) if price_key else price_get(element)
+            if value is not None and value is not MISSING and value != "":
+                price = amount_number(value)
+                if price is None:
+                    return self._item_reject(
+                        ReasonCode.INVALID_VALUE,
+                        index,
+                        self._item_price,
+                        element,
+                        "item price must be a non-negative decimal number",
+                    )
+                content["content_price"] = price
+
+            value = get(category_key) if category_key else category_get(element)
+            if type(value) is str:
+                if value:
+                    content["content_type"] = value
+            elif value is not None and value is not MISSING:
                 return self._item_reject(
                     ReasonCode.SCHEMA_VIOLATION,
                     index,
@@ -643,19 +780,40 @@ class Transformer:
                     element,
                     "item category must be a string",
                 )
-            content["content_type"] = value
-        quantity = 1
-        key = self._item_quantity.key
-        value = element.get(key) if key is not None else self._item_quantity.get(element)
-        if value is not MISSING and value is not None and value != "":
-            count = parse_count(value)
+
+            value = get(quantity_key) if quantity_key else quantity_get(element)
+            if type(value) is int and 0 < value < _MAX_COUNT:
+                content["num_items"] = value
+                quantities += value
+            elif value is not None and value is not MISSING and value != "":
+                count = parse_count(value)
+                if count is None:
+                    return self._item_reject(
+                        ReasonCode.INVALID_NUMBER_ITEMS,
+                        index,
+                        self._item_quantity,
+                        element,
+                        "item quantity must be a positive integer",
+                    )
+                content["num_items"] = count
+                quantities += count
+            else:
+                quantities += 1
+            if content:
+                contents.append(content)
+        return quantities
+
+    def _items_total(self, items: list[Any]) -> tuple[float, str] | None:
+        """Exact sum of price x quantity when every item has a price (items already
+        validated by ``_contents``), else None."""
+        parts: list[tuple[str, int]] = []
+        for element in items:
+            amount = parse_amount(self._item_price.get(element))
+            if amount is None:
+                return None
+            value = self._item_quantity.get(element)
+            count = 1 if value is MISSING else parse_count(value)
             if count is None:
-                return self._item_reject(
-                    ReasonCode.INVALID_NUMBER_ITEMS,
-                    index,
-                    self._item_quantity,
-                    element,
-                    "item quantity must be a positive integer",
-                )
-            content["num_items"] = quantity = count
-        return content, price_text, quantity
+                return None
+            parts.append((amount[1], count))
+        return sum_amounts(parts)

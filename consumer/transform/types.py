@@ -21,6 +21,7 @@ class ReasonCode(StrEnum):
     INVALID_VALUE = "invalid_value"
     INVALID_NUMBER_ITEMS = "invalid_number_items"
     INVALID_CONVERSION_ID = "invalid_conversion_id"
+    UNKNOWN_FORMAT = "unknown_format"  # preset auto: none (or several) of the known shapes
     INTERNAL_ERROR = "internal_error"
 
 

@@ -55,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         url = stack.start_sandbox()
         print(f"» X Ads API sandbox at {url}")
 
-        print(f"» producing {args.count} sample purchase events (all presets as canonical mix) ...")
+        print(
+            f"» producing {args.count} sample purchase events"
+            " (canonical, Segment, GA4 and Shopify shapes) ..."
+        )
         produced = subprocess.run(
             [
                 *XCONV,
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--count",
                 str(args.count),
                 "--preset",
-                "canonical",
+                "mix",
                 "--invalid-share",
                 str(args.invalid_share),
                 "--seed",

@@ -229,7 +229,7 @@ class Stack:
             },
             "api": {"base_url": self.sandbox_url, "version": "12"},
             "accounts": [account],
-            "transform": {"preset": "canonical"},
+            "transform": {"preset": "auto"},
             "routing": {"default": dict(DEMO_ACCOUNT)},
             "observability": {"http_host": "127.0.0.1", "http_port": 0, "log_format": "json"},
         }

@@ -9,6 +9,7 @@ each other's data.
 from __future__ import annotations
 
 import itertools
+import shutil
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -86,8 +87,13 @@ class Suite:
     """One broker for all runs; ``run_id`` names topics, groups and work files."""
 
     def __init__(self, workdir: Path) -> None:
+        shutil.rmtree(workdir, ignore_errors=True)  # a previous suite's topics must not remain
         self.stack = Stack(workdir, partitions=PARTITIONS)
-        self.stack.start_broker()
+        try:
+            self.stack.start_broker()
+        except BaseException:
+            self.stack.close()
+            raise
         self._ids = itertools.count(1)
         self.sandbox: Process | None = None
 
@@ -101,6 +107,10 @@ class Suite:
         create_topics(self.stack.bootstrap, {topic: PARTITIONS, f"{topic}.dlq": 3})
         if self.sandbox is not None:
             self.sandbox.stop()
+            # start_sandbox finds the URL in sandbox.log: the old one must not be there
+            self.sandbox.log_path.rename(
+                self.sandbox.log_path.with_name(f"sandbox-before-{run}.log")
+            )
         self.stack.start_sandbox(sandbox_config)
         self.sandbox = self.stack.processes[-1]
         return topic, run
@@ -140,6 +150,17 @@ def _metric(url: str, name: str) -> float:
         return scrape(url).get(name, 0.0)
     except OSError:
         return 0.0
+
+
+def _wait_metric(url: str, name: str, proc: Process, what: str, timeout: float = 120) -> None:
+    """Wait until a metric is non-zero; fail fast if the consumer died."""
+
+    def ready() -> bool:
+        if not proc.alive():
+            raise RuntimeError(f"consumer died; see {proc.log_path}")
+        return _metric(url, name) > 0
+
+    wait_for(ready, timeout, 0.02, what)
 
 
 def _wait_committed(url: str, total: int, timeout: float, proc: Process) -> None:
@@ -187,7 +208,7 @@ def throughput(suite: Suite, pool: Pool, events: int) -> dict[str, float]:
     sandbox_pid = suite.sandbox.popen.pid if suite.sandbox else 0
     sandbox_sampler = ProcessSampler(sandbox_pid, interval=0.5)
     proc, url, sampler = suite.consumer(topic, run)
-    wait_for(lambda: _metric(url, "xconv_events_consumed_total") > 0, 120, 0.02, "first fetch")
+    _wait_metric(url, "xconv_events_consumed_total", proc, "first fetch")
     start, cpu0 = time.perf_counter(), sampler.proc.cpu_times()
     sandbox_sampler.sample()
     sandbox_cpu0 = sandbox_sampler.cpu_s
@@ -336,7 +357,7 @@ def latency(suite: Suite, pool: Pool, *, rate: float, seconds: float) -> dict[st
     }
     topic, run = suite.new_run(config)
     proc, url, sampler = suite.consumer(topic, run)
-    wait_for(lambda: _scrape_quiet(url).get("xconv_build_info", 0) > 0, 60, 0.1, "consumer up")
+    _wait_metric(url, "xconv_build_info", proc, "consumer up")
     time.sleep(3.0)  # let the group assignment settle before the clock starts
     produced_at: dict[bytes, float] = {}
 

@@ -292,7 +292,12 @@ class Engine:
         while not self._stop.is_set():
             deadline = self._batcher.next_deadline()
             timeout = 0.2 if deadline is None else min(0.2, max(0.0, deadline - self._clock()))
-            messages = await self._consumer.consume(num_messages=size, timeout=timeout)
+            # Never fetch more than the buffer has room for: one big fetch would otherwise
+            # overshoot max_buffered_events before back-pressure gets a chance to pause.
+            room = self._backpressure.high_water - self._backpressure.held
+            messages = await self._consumer.consume(
+                num_messages=max(1, min(size, room)), timeout=timeout
+            )
             self.health.beat(CONSUME_LOOP)
             if messages:
                 self._ingest(messages)

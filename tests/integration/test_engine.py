@@ -170,10 +170,12 @@ def test_commit_never_passes_an_unfinished_batch(
     env = engine_env
     sandbox = start_sandbox({"seed": 5, "faults": {"latency_ms": 20, "latency_jitter_ms": 400}})
     produced = env.produce(SampleGenerator(seed=12, invalid_share=0.03).events(2000))
-    # Small batches and many in flight: batches of one partition finish out of order.
+    # Small batches, several in flight with random latency: batches of one partition
+    # finish out of order, and the run lasts long enough (~100 batches, 4 at a time)
+    # for the sampler to see commits mid-stream.
     config = env.config(
         sandbox,
-        account={"max_in_flight": 16},
+        account={"max_in_flight": 4},
         batching={"max_events": 20, "linger_ms": 20},
         delivery={"adaptive_concurrency": False, "commit_interval_s": 0.1},
     )

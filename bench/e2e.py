@@ -135,7 +135,10 @@ class Suite:
             "observability": {"http_host": "127.0.0.1", "log_format": "json"},
         }
         for section, values in overrides.items():
-            config.setdefault(section, {}).update(values)
+            if section == "routing":
+                config[section] = dict(values)  # a route table replaces the default route
+            else:
+                config.setdefault(section, {}).update(values)
         config["observability"]["log_level"] = "warning"
         path = self.stack.workdir / f"config-{run}.toml"
         path.write_text(tomli_w.dumps(config))
@@ -357,7 +360,9 @@ def latency(suite: Suite, pool: Pool, *, rate: float, seconds: float) -> dict[st
     }
     topic, run = suite.new_run(config)
     proc, url, sampler = suite.consumer(topic, run)
-    _wait_metric(url, "xconv_build_info", proc, "consumer up")
+    wait_for(
+        lambda: proc.alive() and "xconv_events_in_flight" in _scrape_quiet(url), 120, 0.1, "up"
+    )
     time.sleep(3.0)  # let the group assignment settle before the clock starts
     produced_at: dict[bytes, float] = {}
 
@@ -433,7 +438,6 @@ def many_accounts(
         for i, (a, p, _) in enumerate(ids)
     ]
     config_routing = {
-        "default": None,
         "key_field": "shop",
         "routes": {k: v.model_dump() for k, v in routes.items()},
     }

@@ -76,7 +76,10 @@ class KafkaSettings(_Section):
     fetch_batch_size: int = Field(default=2000, ge=1, le=100_000)
     session_timeout_ms: int = Field(default=45_000, ge=6_000)
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    # librdkafka settings passed as is: ``extra`` to the consumer, ``producer_extra`` to
+    # the dead-letter producer (SASL/TLS settings above already reach both).
     extra: dict[str, str] = Field(default_factory=dict)
+    producer_extra: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:
@@ -111,7 +114,6 @@ class KafkaSettings(_Section):
             ),
         }
         conf.update({k: v for k, v in optional.items() if v})
-        conf.update(self.extra)
         return conf
 
 
@@ -166,7 +168,8 @@ class BatchingSettings(_Section):
 
 class DeliverySettings(_Section):
     max_in_flight: int = Field(default=64, ge=1)
-    adaptive_concurrency: bool = True
+    # AIMD on top of the rate budget; off by default: random 5xx would shrink the limit.
+    adaptive_concurrency: bool = False
     max_buffered_events: int = Field(default=50_000, ge=500)
     resume_ratio: float = Field(default=0.5, gt=0, lt=1)
     drain_timeout_s: float = Field(default=30.0, ge=0)

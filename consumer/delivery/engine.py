@@ -128,7 +128,7 @@ def consumer_config(settings: Settings, group_id: str | None = None) -> dict[str
 def producer_config(settings: Settings) -> dict[str, Any]:
     conf: dict[str, Any] = settings.kafka.client_config()
     conf.update({"acks": "all", "enable.idempotence": True, "linger.ms": 5, "logger": KAFKA_LOGGER})
-    conf.update(settings.kafka.extra)
+    conf.update(settings.kafka.producer_extra)
     return conf
 
 
@@ -179,6 +179,7 @@ class Engine:
         self._dlq: DeadLetterWriter | None = None
         self._session: aiohttp.ClientSession | None = None
         self.counts: Counter[str] = Counter()
+        self._dropped_seen: dict[str, int] = {}
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -458,6 +459,7 @@ class Engine:
             await asyncio.sleep(interval)
             await self._commit()
             await self._update_lag()
+            self._publish_dropped_identifiers()
 
     async def _commit(self, only: set[TP] | None = None) -> None:
         """Commit the contiguous watermark of owned partitions (``only`` if given)."""
@@ -483,6 +485,20 @@ class Engine:
             self._tracker.mark_committed(tp, off)
             self.metrics.committed_offset.labels(topic=tp[0], partition=str(tp[1])).set(off)
         log.debug("committed", partitions=len(marks))
+
+    def _publish_dropped_identifiers(self) -> None:
+        """Copy the transform's drop counters (pure state) into the metric."""
+        t = self.transformer
+        for kind, total in (
+            ("email", t.dropped_emails),
+            ("phone", t.dropped_phones),
+            ("ip", t.dropped_ips),
+            ("user_agent", t.dropped_user_agents),
+        ):
+            new = total - self._dropped_seen.get(kind, 0)
+            if new > 0:
+                self.metrics.dropped_identifiers_total.labels(kind=kind).inc(new)
+                self._dropped_seen[kind] = total
 
     async def _update_lag(self) -> None:
         if self._consumer is None:
@@ -707,6 +723,7 @@ class Engine:
         for _, tp, offset, epoch in entries:
             self._tracker.done(tp, offset, epoch)
         self._backpressure.release(len(entries))
+        self.metrics.events_in_flight.set(self._backpressure.held)
         self.metrics.events_dead_lettered_total.labels(reason=letter.reason).inc(len(entries))
         self.counts["dead_lettered"] += len(entries)
 

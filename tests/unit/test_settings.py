@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from consumer.cli import main
+from consumer.delivery.engine import consumer_config, producer_config
 from consumer.errors import ConfigError
 from consumer.settings import load_settings
 
@@ -111,12 +112,16 @@ def test_sasl_settings_reach_librdkafka(tmp_path: Path) -> None:
         'sasl_username = "u"\nsasl_password = "p"\nssl_ca_location = "/etc/ca.pem"\n'
         '[kafka.extra]\n"fetch.wait.max.ms" = "50"\n'
     )
-    conf = load_settings(path).kafka.client_config()
+    settings = load_settings(path)
+    conf = consumer_config(settings)
     assert conf["security.protocol"] == "SASL_SSL"
     assert conf["sasl.mechanism"] == "SCRAM-SHA-512"
     assert conf["sasl.password"] == "p"
     assert conf["ssl.ca.location"] == "/etc/ca.pem"
     assert conf["fetch.wait.max.ms"] == "50"
+    producer = producer_config(settings)
+    assert producer["sasl.password"] == "p"
+    assert "fetch.wait.max.ms" not in producer  # consumer-only settings stay there
 
 
 def test_yaml_files_are_read(tmp_path: Path) -> None:

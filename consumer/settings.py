@@ -170,7 +170,9 @@ class DeliverySettings(_Section):
     max_in_flight: int = Field(default=64, ge=1)
     # AIMD on top of the rate budget; off by default: random 5xx would shrink the limit.
     adaptive_concurrency: bool = False
-    max_buffered_events: int = Field(default=50_000, ge=500)
+    # Events held in memory (consumed, not yet done); about 5 KB each at peak. Reaching
+    # it pauses every assigned partition until the count falls to resume_ratio of it.
+    max_buffered_events: int = Field(default=20_000, ge=500)
     resume_ratio: float = Field(default=0.5, gt=0, lt=1)
     drain_timeout_s: float = Field(default=30.0, ge=0)
     revoke_timeout_s: float = Field(default=10.0, ge=0)

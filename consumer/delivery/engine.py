@@ -118,6 +118,8 @@ def consumer_config(settings: Settings, group_id: str | None = None) -> dict[str
             "session.timeout.ms": settings.kafka.session_timeout_ms,
             "max.poll.interval.ms": settings.kafka.max_poll_interval_ms,
             "enable.partition.eof": False,
+            # librdkafka's prefetch queue counts against memory too (default 64 MB).
+            "queued.max.messages.kbytes": 16384,
             "logger": KAFKA_LOGGER,
         }
     )

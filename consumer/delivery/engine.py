@@ -76,6 +76,18 @@ class AccountState:
     adaptive: AdaptiveLimit | None
     unblocked: asyncio.Event = field(default_factory=asyncio.Event)
     blocked_reason: str | None = None
+    # Set (and replaced) on every accepted request: retries sleeping in backoff wake up
+    # as soon as the API answers again, so a backlog drains at once after an outage.
+    progress: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def signal_progress(self) -> None:
+        self.progress.set()
+        self.progress = asyncio.Event()
+
+    async def backoff(self, delay: float) -> None:
+        """Sleep ``delay`` seconds, or less if another request of the account succeeds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.progress.wait(), delay)
 
     @property
     def account_id(self) -> str:
@@ -330,7 +342,10 @@ class Engine:
             offset = msg.offset()
             if stop_at is not None and offset >= stop_at.get(tp, 0):
                 continue  # replay: past the snapshot of end offsets
-            tracker.track(tp, offset)
+            try:
+                tracker.track(tp, offset)
+            except ValueError:
+                continue  # already taken (a re-fetch after pause/seek): never twice
             taken += 1
             result = transform(msg.value() or b"")
             if isinstance(result, Conversion):
@@ -557,7 +572,7 @@ class Engine:
                     retry_in_s=round(delay, 3),
                     events=len(batch.items),
                 )
-                await asyncio.sleep(delay)
+                await account.backoff(delay)
             except BatchRejectedError as exc:
                 await self._isolate(account, batch, exc)
                 return
@@ -644,6 +659,7 @@ class Engine:
 
     def _complete(self, batch: Batch, account: AccountState, debug_id: str) -> None:
         self._finish(batch.items)
+        account.signal_progress()
         self.metrics.events_accepted_total.labels(account=account.account_id).inc(len(batch.items))
         self.counts["accepted"] += len(batch.items)
         log.debug(

@@ -102,8 +102,12 @@ def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
 
 
 def scrape(url: str) -> dict[str, float]:
+    """GET a ``/metrics`` page and parse it (see ``parse_metrics``)."""
+    return parse_metrics(http_get(url).decode())
+
+
+def parse_metrics(text: str) -> dict[str, float]:
     """Prometheus text -> {'name{label="v",...}': value}, plus per-name sums under 'name'."""
-    text = http_get(url).decode()
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

@@ -16,17 +16,7 @@ from consumer.observability.health import (
     run_event_loop_heartbeat,
 )
 from consumer.observability.metrics import Metrics
-
-
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.fakes import FakeClock
 
 
 def ready_state(clock: FakeClock, **kwargs: object) -> HealthState:

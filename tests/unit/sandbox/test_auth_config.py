@@ -21,17 +21,10 @@ from consumer.sandbox.config import (
     load_config,
     parse_config,
 )
+from tests.fakes import FakeClock
 
 URL = "http://127.0.0.1:8080/12/measurement/conversions/oka17"
 NOW = 1_700_000_000
-
-
-class FakeClock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def sign(
@@ -58,7 +51,7 @@ def sign(
 
 
 def make(clock: FakeClock | None = None, *accounts: AccountConfig) -> Authenticator:
-    return Authenticator(accounts or [demo_account()], skew_s=300, clock=clock or FakeClock())
+    return Authenticator(accounts or [demo_account()], skew_s=300, clock=clock or FakeClock(NOW))
 
 
 def test_valid_signature() -> None:
@@ -113,7 +106,7 @@ def test_replayed_nonce() -> None:
 
 
 def test_nonce_store_forgets_after_ttl_and_stays_bounded() -> None:
-    clock = FakeClock()
+    clock = FakeClock(NOW)
     store = NonceStore(ttl_s=600, capacity=3, clock=clock)
     assert store.first_use(("c", "t", "1"))
     assert not store.first_use(("c", "t", "1"))

@@ -9,18 +9,11 @@ from consumer.sandbox.config import FaultConfig, RateLimitConfig
 from consumer.sandbox.faults import FaultInjector, FaultKind
 from consumer.sandbox.ratelimit import FixedWindowLimiter
 from consumer.sandbox.state import SandboxState
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import FakeClock
 
 
 def test_requests_budget_per_window() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_700_000_000.0)
     limiter = FixedWindowLimiter(RateLimitConfig(requests_per_window=3, window_s=900), clock)
     decisions = [limiter.acquire_request() for _ in range(4)]
     assert [d.allowed for d in decisions] == [True, True, True, False]
@@ -40,7 +33,7 @@ def test_requests_budget_per_window() -> None:
 
 
 def test_peek_spends_nothing() -> None:
-    limiter = FixedWindowLimiter(RateLimitConfig(requests_per_window=2), FakeClock())
+    limiter = FixedWindowLimiter(RateLimitConfig(requests_per_window=2), FakeClock(1_700_000_000.0))
     assert limiter.peek().remaining == 2
     assert limiter.peek().remaining == 2
     limiter.acquire_request()
@@ -48,7 +41,9 @@ def test_peek_spends_nothing() -> None:
 
 
 def test_events_budget_refuses_whole_requests() -> None:
-    limiter = FixedWindowLimiter(RateLimitConfig(events_per_window=1000), FakeClock())
+    limiter = FixedWindowLimiter(
+        RateLimitConfig(events_per_window=1000), FakeClock(1_700_000_000.0)
+    )
     assert limiter.acquire_events(500).allowed
     assert limiter.acquire_events(500).allowed
     refused = limiter.acquire_events(1)
@@ -57,14 +52,15 @@ def test_events_budget_refuses_whole_requests() -> None:
 
 def test_disabled_limiter_never_refuses() -> None:
     limiter = FixedWindowLimiter(
-        RateLimitConfig(enabled=False, requests_per_window=1, events_per_window=1), FakeClock()
+        RateLimitConfig(enabled=False, requests_per_window=1, events_per_window=1),
+        FakeClock(1_700_000_000.0),
     )
     assert all(limiter.acquire_request().allowed for _ in range(10))
     assert limiter.acquire_events(500).allowed
 
 
 def test_reset_clears_the_window() -> None:
-    limiter = FixedWindowLimiter(RateLimitConfig(requests_per_window=1), FakeClock())
+    limiter = FixedWindowLimiter(RateLimitConfig(requests_per_window=1), FakeClock(1_700_000_000.0))
     limiter.acquire_request()
     assert not limiter.acquire_request().allowed
     limiter.reset()

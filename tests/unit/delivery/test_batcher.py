@@ -4,8 +4,7 @@ import orjson
 import pytest
 
 from consumer.delivery.batcher import Batch, Batcher, BatchItem
-
-from .conftest import FakeClock
+from tests.fakes import FakeClock
 
 KEY = ("acct", "pix")
 

@@ -7,8 +7,7 @@ import math
 import pytest
 
 from consumer.delivery.ratebudget import RateBudget
-
-from .conftest import FakeClock
+from tests.fakes import FakeClock
 
 
 def send_times(budget: RateBudget, clock: FakeClock, n: int, events: int = 1) -> list[float]:

@@ -17,6 +17,7 @@ from urllib.parse import unquote
 
 import orjson
 
+from consumer.iso4217 import ISO_4217
 from consumer.transform.config import (
     Preset,
     RouteSettings,
@@ -24,7 +25,6 @@ from consumer.transform.config import (
     Source,
     TransformSettings,
 )
-from consumer.transform.currencies import ISO_4217
 from consumer.transform.detect import AUTO_PRESETS, detect_format
 from consumer.transform.normalize import (
     amount_number,

@@ -152,9 +152,53 @@ class Metrics:
             ("account",),
         )
 
+        self.server_hints_capped_total = counter(
+            "server_hints_capped_total",
+            "Server hints (retry-after, x-rate-limit-reset) longer than the account's window, "
+            "capped at the window, per account and hint.",
+            ("account", "hint"),
+        )
+        self.events_unprocessed_total = counter(
+            "events_unprocessed_total",
+            "Conversions in 200 answers whose conversions_processed was below the number "
+            "sent (the shortfall), per account.",
+            ("account",),
+        )
+        self.account_probes_total = counter(
+            "account_probes_total",
+            "Requests that probed a blocked account, per account and outcome "
+            "(accepted, blocked, failed).",
+            ("account", "outcome"),
+        )
+        self.dead_letter_errors_total = counter(
+            "dead_letter_errors_total",
+            "Dead-letter writes the broker refused, per error class "
+            "(retriable, too_large, permanent).",
+            ("error",),
+        )
+        self.kafka_errors_total = counter(
+            "kafka_errors_total",
+            "Errors librdkafka reported through error_cb, per client and error name.",
+            ("client", "error"),
+        )
+        self.commits_total = counter(
+            "commits_total", "Offset commits, per outcome (ok, failed, timeout).", ("outcome",)
+        )
+        self.task_failures_total = counter(
+            "task_failures_total",
+            "Engine tasks that ended with an unexpected exception, per task kind "
+            "(each one stops the engine).",
+            ("task",),
+        )
+        self.drain_timeouts_total = counter(
+            "drain_timeouts_total", "Shutdowns whose drain ran out of drain_timeout_s."
+        )
+
         # --- flow control and offsets --------------------------------------------------
         self.events_in_flight = gauge(
-            "events_in_flight", "Events held in memory: consumed and not yet committable."
+            "events_in_flight",
+            "Events held in memory: per partition, the offsets from the commit watermark "
+            "to the last one fetched.",
         )
         self.partitions_paused = gauge(
             "partitions_paused", "Assigned partitions paused by back-pressure."

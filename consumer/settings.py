@@ -76,6 +76,11 @@ class KafkaSettings(_Section):
     fetch_batch_size: int = Field(default=2000, ge=1, le=100_000)
     session_timeout_ms: int = Field(default=45_000, ge=6_000)
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    # Bound on every librdkafka call that can block (commit, close, pause, metadata):
+    # shutdown completes within delivery.drain_timeout_s + 3 x call_timeout_s.
+    call_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    # A dead-letter topic that does not exist is retried this long, then the engine stops.
+    unknown_topic_grace_s: float = Field(default=60.0, ge=0)
     # librdkafka settings passed as is: ``extra`` to the consumer, ``producer_extra`` to
     # the dead-letter producer (SASL/TLS settings above already reach both).
     extra: dict[str, str] = Field(default_factory=dict)
@@ -180,6 +185,10 @@ class DeliverySettings(_Section):
     retry_base_s: float = Field(default=0.5, gt=0)
     retry_cap_s: float = Field(default=60.0, gt=0)
     on_account_blocked: Literal["hold", "dead_letter"] = "hold"
+    # A blocked account (401/403/404) is probed by one request, backing off from
+    # probe_initial_s to probe_max_s (with jitter) until the API accepts it.
+    probe_initial_s: float = Field(default=15.0, gt=0)
+    probe_max_s: float = Field(default=300.0, gt=0)
 
 
 class ObservabilitySettings(_Section):
@@ -188,6 +197,8 @@ class ObservabilitySettings(_Section):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     liveness_stale_s: float = Field(default=60.0, gt=0)
+    # /readyz fails after this long without a successful call to the broker.
+    ready_broker_contact_s: float = Field(default=60.0, gt=0)
 
 
 class Settings(BaseSettings):

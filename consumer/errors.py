@@ -60,7 +60,7 @@ class PoisonError(XConvError):
 
 
 class BatchRejectedError(PoisonError):
-    """HTTP 400: X rejected the whole batch (all-or-nothing); ``errors`` is X's list."""
+    """HTTP 400/413/422: X rejected the whole batch (all-or-nothing); ``errors`` is X's list."""
 
     def __init__(
         self,
@@ -68,10 +68,12 @@ class BatchRejectedError(PoisonError):
         *,
         errors: Sequence[Mapping[str, Any]] = (),
         debug_id: str | None = None,
+        status: int = 400,
     ) -> None:
         super().__init__(message)
         self.errors = list(errors)
         self.debug_id = debug_id
+        self.status = status
 
 
 class AccountBlockedError(XConvError):

@@ -1,23 +1,31 @@
-"""Pause consuming when too many events are buffered; resume below a lower mark.
+"""Pause consuming when too much is held in memory; resume below a lower mark.
 
 The gap between the marks (hysteresis) matters with Kafka: ``pause()`` drops the
 prefetched messages of a partition, so toggling around a single threshold would refetch
 the same data over and over.
+
+This is a pure decision. It keeps no count and no paused flag of its own: the count is
+the offset tracker's ``held`` and the paused state is the Kafka source's (applied to the
+library's own assignment), so a rebalance cannot leave a stale copy behind (v1's
+``Backpressure`` stayed "paused" after the partitions it paused were revoked, and never
+paused again).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 
+
+@dataclass(frozen=True, slots=True)
 class Backpressure:
-    """Counts held events; ``should_pause``/``should_resume`` fire once per transition."""
+    """High and low water marks on held events."""
 
-    def __init__(self, high_water: int, low_water: int) -> None:
-        if not 0 <= low_water < high_water:
+    high_water: int
+    low_water: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.low_water < self.high_water:
             raise ValueError("need 0 <= low_water < high_water")
-        self.high_water = high_water
-        self.low_water = low_water
-        self._held = 0
-        self._paused = False
 
     @classmethod
     def from_ratio(cls, max_buffered: int, resume_ratio: float) -> Backpressure:
@@ -25,30 +33,12 @@ class Backpressure:
         low = min(max_buffered - 1, max(0, int(max_buffered * resume_ratio)))
         return cls(max_buffered, low)
 
-    @property
-    def held(self) -> int:
-        return self._held
+    def should_pause(self, held: int, paused: bool) -> bool:
+        """Whether consuming should be paused now, given what is held and the state."""
+        if paused:
+            return held > self.low_water
+        return held >= self.high_water
 
-    @property
-    def paused(self) -> bool:
-        return self._paused
-
-    def add(self, n: int = 1) -> None:
-        self._held += n
-
-    def release(self, n: int = 1) -> None:
-        self._held = max(0, self._held - n)
-
-    def should_pause(self) -> bool:
-        """True once when ``held`` reaches the high mark; the caller then pauses."""
-        if not self._paused and self._held >= self.high_water:
-            self._paused = True
-            return True
-        return False
-
-    def should_resume(self) -> bool:
-        """True once when paused and ``held`` fell to the low mark; the caller resumes."""
-        if self._paused and self._held <= self.low_water:
-            self._paused = False
-            return True
-        return False
+    def room(self, held: int) -> int:
+        """How many more events a fetch may take before reaching the high mark."""
+        return max(0, self.high_water - held)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 BatchKey = tuple[str, str]
 """``(account_id, pixel_id)``."""
@@ -85,7 +85,6 @@ def _body_len(items: list[BatchItem]) -> int:
 class _Open:
     batch: Batch
     deadline: float
-    partitions: set[tuple[str, int]] = field(default_factory=set)
 
 
 class Batcher:
@@ -140,7 +139,6 @@ class Batcher:
         batch = current.batch
         batch.body_len += size + (1 if batch.items else 0)
         batch.items.append(item)
-        current.partitions.add((item.topic, item.partition))
         self._pending += 1
         if flushed is not None:
             return flushed
@@ -167,30 +165,6 @@ class Batcher:
     def drain(self) -> list[Batch]:
         """Hand out every open batch (shutdown)."""
         return [self._close(key) for key in list(self._open)]
-
-    def drop_partition(self, topic: str, partition: int) -> list[BatchItem]:
-        """Remove and return unsent items of a revoked partition.
-
-        They were never sent, and the partition's next owner consumes them again from
-        the committed offset, so they are simply forgotten here.
-        """
-        tp = (topic, partition)
-        dropped: list[BatchItem] = []
-        for key in list(self._open):
-            entry = self._open[key]
-            if tp not in entry.partitions:
-                continue
-            batch = entry.batch
-            keep = [i for i in batch.items if (i.topic, i.partition) != tp]
-            dropped.extend(i for i in batch.items if (i.topic, i.partition) == tp)
-            entry.partitions.discard(tp)
-            if keep:
-                batch.items = keep
-                batch.body_len = _body_len(keep)
-            else:
-                del self._open[key]
-        self._pending -= len(dropped)
-        return dropped
 
     def _close(self, key: BatchKey) -> Batch:
         entry = self._open.pop(key)

@@ -2,9 +2,8 @@
 
 ``InFlightLimiter`` is a semaphore whose limit can change while requests are in flight
 (lowering it only stops new acquisitions until enough slots are released).
-``AccountLimiters`` combines the global limit with one limiter per account; it always
-takes the account slot first, then the global one, so a blocked or slow account never
-sits on global slots while it waits.
+An account lane (``consumer.delivery.lane``) takes its own account slot first, then
+the global one, so a blocked or slow account never sits on global slots while it waits.
 
 ``AdaptiveLimit`` is a pure AIMD state machine: +1 after a window of successes whose
 latency stays near the best seen, x0.5 on overload (429, 5xx, timeout). After a
@@ -16,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
 from types import TracebackType
 
 
@@ -96,36 +93,6 @@ class InFlightLimiter:
         tb: TracebackType | None,
     ) -> None:
         self.release()
-
-
-class AccountLimiters:
-    """The global in-flight limit plus one limit per account."""
-
-    def __init__(
-        self,
-        global_limit: int,
-        per_account: Mapping[str, int] | None = None,
-        *,
-        default_account_limit: int = 16,
-    ) -> None:
-        self.global_limiter = InFlightLimiter(global_limit)
-        self._default = default_account_limit
-        self._accounts: dict[str, InFlightLimiter] = {
-            account: InFlightLimiter(limit) for account, limit in (per_account or {}).items()
-        }
-
-    def account(self, account_id: str) -> InFlightLimiter:
-        """The account's limiter (created with the default limit on first use)."""
-        limiter = self._accounts.get(account_id)
-        if limiter is None:
-            limiter = self._accounts[account_id] = InFlightLimiter(self._default)
-        return limiter
-
-    @asynccontextmanager
-    async def slot(self, account_id: str) -> AsyncIterator[None]:
-        """Hold one account slot and one global slot (taken in that order)."""
-        async with self.account(account_id), self.global_limiter:
-            yield
 
 
 class AdaptiveLimit:

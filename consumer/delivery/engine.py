@@ -1,10 +1,15 @@
-"""The delivery engine: Kafka in, X Web Conversions out, offsets committed behind.
+"""The delivery engine: wires the source, the transform, batching, lanes and the sink.
 
-One consume loop fetches messages in batches, transforms them and fills
-per-(account, pixel) micro-batches; every full or lingered batch becomes a delivery
-task that waits for its account's rate budget and in-flight slots, sends, retries
-transient failures forever, isolates the bad events of a rejected batch, and marks
-its offsets done. A commit loop commits each partition's contiguous watermark.
+Orchestration only; each concern has its own module and owner (see the module map in
+``docs/architecture.md``):
+
+- ``source.KafkaSource``: consume, pause/resume, rebalance callbacks, commits, contact;
+- ``watermark.OffsetTracker``: what each partition holds and may commit;
+- ``batcher.Batcher``: micro-batches per (account, pixel);
+- ``lane.AccountLane``: one account's gate, rate budget and in-flight limit;
+- ``deliver.BatchDelivery``: send, check, isolate, dead-letter, finish;
+- ``dlq``: the dead-letter records and sink;
+- ``supervisor.Supervisor``: every task's exception ends the engine loudly.
 
 Invariant: an offset is committed only when every event below it was accepted (200)
 or its dead-letter record was acknowledged. Everything else (rebalances, shutdown,
@@ -19,35 +24,29 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import structlog
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError
 from confluent_kafka.aio import AIOConsumer
 
 from consumer.delivery.auth import Auth, OAuth1Auth, PixelTokenAuth
 from consumer.delivery.backpressure import Backpressure
 from consumer.delivery.batcher import Batch, Batcher, BatchItem
 from consumer.delivery.client import XAdsClient, make_session
-from consumer.delivery.concurrency import AdaptiveLimit, Limiter
-from consumer.delivery.dlq import DeadLetter, DeadLetterWriter, HeaderProducer
-from consumer.delivery.ratebudget import RateBudget
-from consumer.delivery.responses import RateLimitHeaders, parse_response
+from consumer.delivery.concurrency import AdaptiveLimit, InFlightLimiter
+from consumer.delivery.deliver import BatchDelivery, DeadLetterSinkLike
+from consumer.delivery.dlq import DeadLetter, DeadLetterWriter, HeaderProducer, KafkaMessage
+from consumer.delivery.gate import GateState
+from consumer.delivery.lane import AccountLane, RequestSender
 from consumer.delivery.retry import Backoff
-from consumer.delivery.split import plan_isolation
+from consumer.delivery.source import TP, ConsumerFactory, ConsumerLike, KafkaSource
+from consumer.delivery.supervisor import Supervisor, TaskFailure
 from consumer.delivery.watermark import OffsetTracker
-from consumer.errors import (
-    AccountBlockedError,
-    BatchRejectedError,
-    ConfigError,
-    RateLimitedError,
-    RetryableError,
-    ServerError,
-    TransportError,
-)
+from consumer.errors import ConfigError
 from consumer.observability.health import CONSUME_LOOP, HealthState
 from consumer.observability.metrics import Metrics
 from consumer.settings import AccountSettings, Settings
@@ -57,49 +56,23 @@ log = structlog.get_logger("xconv.engine")
 # librdkafka's own log lines go through the same processors (and redaction) as ours.
 KAFKA_LOGGER = logging.getLogger("confluent_kafka")
 
-TP = tuple[str, int]
-BatchKey = tuple[str, str]
-
-# How long a blocked account (401/403/404) waits before probing the API again.
-BLOCKED_PROBE_INITIAL_S = 15.0
-BLOCKED_PROBE_MAX_S = 300.0
-
-
-@dataclass
-class AccountState:
-    """Everything the engine keeps per ad account."""
-
-    settings: AccountSettings
-    client: XAdsClient
-    budget: RateBudget
-    limiter: Limiter
-    adaptive: AdaptiveLimit | None
-    unblocked: asyncio.Event = field(default_factory=asyncio.Event)
-    blocked_reason: str | None = None
-    # Set (and replaced) on every accepted request: retries sleeping in backoff wake up
-    # as soon as the API answers again, so a backlog drains at once after an outage.
-    progress: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def signal_progress(self) -> None:
-        self.progress.set()
-        self.progress = asyncio.Event()
-
-    async def backoff(self, delay: float) -> None:
-        """Sleep ``delay`` seconds, or less if another request of the account succeeds."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.progress.wait(), delay)
-
-    @property
-    def account_id(self) -> str:
-        return self.settings.account_id
+# How often the revoke handler looks at the revoked partitions' outstanding events.
+_REVOKE_POLL_S = 0.05
 
 
 @dataclass(frozen=True)
 class DrainReport:
-    """What shutdown achieved: ``clean`` means nothing was left in flight."""
+    """What shutdown achieved.
+
+    ``clean``: nothing was left in flight. ``failure``: the task failure that stopped
+    the engine, if one did. ``threads_stuck``: a librdkafka call overran its bound at
+    close, so the process must exit without waiting for its worker threads.
+    """
 
     clean: bool
     left_in_flight: int
+    failure: TaskFailure | None = None
+    threads_stuck: bool = False
 
 
 def account_auth(account: AccountSettings) -> Auth:
@@ -146,8 +119,24 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     return conf
 
 
+def _default_consumer(conf: dict[str, Any]) -> ConsumerLike:
+    # Two or more workers: rebalance callbacks re-enter the consumer (commit).
+    consumer: ConsumerLike = AIOConsumer(conf, max_workers=4)
+    return consumer
+
+
+class _WriterSink:
+    """Adapts a one-record ``DeadLetterWriter`` to the sink's batch interface."""
+
+    def __init__(self, writer: DeadLetterWriter) -> None:
+        self._writer = writer
+
+    async def write(self, entries: Sequence[tuple[KafkaMessage, DeadLetter]]) -> None:
+        await asyncio.gather(*(self._writer.write(msg, letter) for msg, letter in entries))
+
+
 class Engine:
-    """Runs until ``request_stop()``; then drains within the configured bound."""
+    """Runs until ``request_stop()`` (or a failure); then drains within the bound."""
 
     def __init__(
         self,
@@ -161,6 +150,10 @@ class Engine:
         group_id: str | None = None,
         stop_at_end_offsets: dict[TP, int] | None = None,
         rng: random.Random | None = None,
+        consumer_factory: ConsumerFactory | None = None,
+        producer_factory: Callable[[dict[str, Any]], Any] | None = None,
+        session_factory: Callable[[], aiohttp.ClientSession] | None = None,
+        client_factory: Callable[[AccountSettings], RequestSender] | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -171,6 +164,10 @@ class Engine:
         self._group_id = group_id
         self._rng = rng or random.Random()
         self._stop_at = stop_at_end_offsets
+        self._consumer_factory = consumer_factory or _default_consumer
+        self._producer_factory = producer_factory
+        self._session_factory = session_factory
+        self._client_factory = client_factory
         d = settings.delivery
         self._tracker = OffsetTracker()
         self._batcher = Batcher(
@@ -181,17 +178,15 @@ class Engine:
         )
         self._backpressure = Backpressure.from_ratio(d.max_buffered_events, d.resume_ratio)
         self._backoff = Backoff(base_s=d.retry_base_s, cap_s=d.retry_cap_s, rng=self._rng)
-        self._global_limiter = Limiter(d.max_in_flight)
-        self._accounts: dict[str, AccountState] = {}
-        self._owned: set[TP] = set()
-        self._paused: set[TP] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._global_limiter = InFlightLimiter(d.max_in_flight)
+        self._supervisor = Supervisor(self._on_failure)
+        self._lanes: dict[str, AccountLane] = {}
         self._stop = asyncio.Event()
         self._closing = False
-        self._consumer: AIOConsumer | None = None
-        self._producer: HeaderProducer | None = None
-        self._dlq: DeadLetterWriter | None = None
+        self._source: KafkaSource | None = None
+        self._producer: Any = None
         self._session: aiohttp.ClientSession | None = None
+        self._delivery: BatchDelivery | None = None
         self.counts: Counter[str] = Counter()
         self._dropped_seen: dict[str, int] = {}
 
@@ -201,58 +196,97 @@ class Engine:
         """Stop fetching; ``run`` then drains, commits and returns."""
         self._stop.set()
 
+    def _on_failure(self, failure: TaskFailure) -> None:
+        self.metrics.task_failures_total.labels(task=failure.kind).inc()
+        self.health.set_failed(failure.describe())
+        self._stop.set()
+
     async def run(self) -> DrainReport:
         s = self.settings
-        self._session = make_session(
-            connect_timeout_s=s.api.connect_timeout_s,
-            total_timeout_s=s.api.request_timeout_s,
-            limit=s.delivery.max_in_flight,
-        )
+        if self._session_factory is not None:
+            self._session = self._session_factory()
+        elif self._client_factory is None:
+            self._session = make_session(
+                connect_timeout_s=s.api.connect_timeout_s,
+                total_timeout_s=s.api.request_timeout_s,
+                limit=s.delivery.max_in_flight,
+            )
         for account in s.accounts:
-            self._accounts[account.account_id] = self._account_state(account)
-        self._producer = HeaderProducer(producer_config(s))
-        self._dlq = DeadLetterWriter(self._producer, s.kafka.dead_letter_topic)
-        # Two or more workers: rebalance callbacks re-enter the consumer (commit).
-        self._consumer = AIOConsumer(consumer_config(s, self._group_id), max_workers=4)
-        await self._consumer.subscribe(
-            list(s.kafka.topics),
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
+            self._lanes[account.account_id] = self._lane(account)
+        self._producer = (
+            self._producer_factory(producer_config(s))
+            if self._producer_factory is not None
+            else HeaderProducer(producer_config(s))
+        )
+        sink: DeadLetterSinkLike = _WriterSink(
+            DeadLetterWriter(self._producer, s.kafka.dead_letter_topic)
+        )
+        self._delivery = BatchDelivery(
+            lanes=self._lanes,
+            sink=sink,
+            backoff=self._backoff,
+            metrics=self.metrics,
+            finish=self._finish,
+            is_stale=self._is_stale,
+            abandon=self._abandon,
+            dead_letter_when_blocked=s.delivery.on_account_blocked == "dead_letter",
+            counts=self.counts,
+        )
+        self._source = KafkaSource(
+            self._consumer_factory,
+            consumer_config(s, self._group_id),
+            s.kafka.topics,
+            self,
+            metrics=self.metrics,
+            call_timeout_s=s.kafka.call_timeout_s,
+            callback_allowance_s=s.delivery.revoke_timeout_s,
+            clock=self._clock,
         )
         self.health.register(CONSUME_LOOP)
+        try:
+            await self._source.start()
+        except Exception as exc:
+            self._supervisor.fail(TaskFailure("start", None, exc))
+            return await self._shutdown(None)
         self.health.set_started()
         self.health.set_waiting_for_assignment(True)
+        self.health.broker_contact(self._source.last_contact)
         log.info(
             "engine_started",
             topics=list(s.kafka.topics),
             group_id=self._group_id or s.kafka.group_id,
-            accounts=sorted(self._accounts),
+            accounts=sorted(self._lanes),
         )
-        committer = asyncio.create_task(self._commit_loop(), name="xconv-commit")
+        committer = self._supervisor.spawn(self._commit_loop(), "commit")
         try:
             await self._consume_loop()
-        finally:
-            report = await self._drain()
-            committer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await committer
-            await self._close()
-        return report
+        except Exception as exc:
+            self._supervisor.fail(TaskFailure("consume", None, exc))
+        return await self._shutdown(committer)
 
-    def _account_state(self, account: AccountSettings) -> AccountState:
+    def _client(self, account: AccountSettings) -> RequestSender:
+        if self._client_factory is not None:
+            return self._client_factory(account)
         assert self._session is not None
         s = self.settings
-        state = AccountState(
-            settings=account,
-            client=XAdsClient(self._session, s.api.base_url, s.api.version, account_auth(account)),
-            budget=RateBudget(
-                requests_per_window=account.requests_per_window,
-                window_s=account.window_s,
-                events_per_window=account.events_per_window or None,
+        return XAdsClient(self._session, s.api.base_url, s.api.version, account_auth(account))
+
+    def _lane(self, account: AccountSettings) -> AccountLane:
+        s = self.settings
+        return AccountLane(
+            account,
+            self._client(account),
+            metrics=self.metrics,
+            health=self.health,
+            global_limiter=self._global_limiter,
+            gate_state=GateState(
+                initial_s=s.delivery.probe_initial_s,
+                max_s=max(s.delivery.probe_max_s, s.delivery.probe_initial_s),
                 clock=self._clock,
+                rng=self._rng.random,
             ),
-            limiter=Limiter(account.max_in_flight),
+            clock=self._clock,
+            wall=self._wall,
             adaptive=(
                 AdaptiveLimit(
                     initial=max(1, account.max_in_flight // 2),
@@ -263,62 +297,81 @@ class Engine:
                 else None
             ),
         )
-        state.unblocked.set()
-        self.metrics.account_blocked.labels(account=account.account_id).set(0)
-        return state
 
-    async def _drain(self) -> DrainReport:
-        """Flush partial batches, wait for in-flight work (bounded), commit."""
+    async def _shutdown(self, committer: asyncio.Task[Any] | None) -> DrainReport:
+        """Flush partial batches, wait for in-flight work (bounded), commit, close."""
         self._closing = True
         self.health.set_draining()
-        for batch in self._batcher.drain():
-            self._dispatch(batch)
-        timeout = self.settings.delivery.drain_timeout_s
-        pending: set[asyncio.Task[None]] = set()
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        if committer is not None:
+            committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await committer
+        failure = self._supervisor.failure
+        if failure is None:
+            for batch in self._batcher.drain():
+                self._dispatch(batch)
+        pending = await self._supervisor.wait(self.settings.delivery.drain_timeout_s)
         left = self._tracker.total_outstanding
         await self._commit()
-        for task in pending:
-            task.cancel()
+        await self._supervisor.cancel_all()
+        for lane in self._lanes.values():
+            lane.gate.close()
+        threads_stuck = await self._close()
+        failure = self._supervisor.failure
+        report = DrainReport(
+            clean=not pending and left == 0 and failure is None,
+            left_in_flight=left,
+            failure=failure,
+            threads_stuck=threads_stuck,
+        )
         if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-        report = DrainReport(clean=not pending and left == 0, left_in_flight=left)
-        log.info("engine_drained", clean=report.clean, left_in_flight=left)
+            self.metrics.drain_timeouts_total.inc()
+        log.info(
+            "engine_drained",
+            clean=report.clean,
+            left_in_flight=left,
+            failed=failure.describe() if failure is not None else None,
+        )
         return report
 
-    async def _close(self) -> None:
-        if self._producer is not None:
-            with contextlib.suppress(Exception):
-                await self._producer.flush(10)
-            with contextlib.suppress(Exception):
-                await self._producer.close()
-        if self._consumer is not None:
-            with contextlib.suppress(Exception):
-                await self._consumer.close()
+    async def _close(self) -> bool:
+        """Close every client within its bound; True when one of them overran."""
+        bound = self.settings.kafka.call_timeout_s
+        stuck = False
+        if self._source is not None:
+            await self._source.close()
+            stuck = self._source.close_timed_out
+        if self._producer is not None and hasattr(self._producer, "close"):
+            try:
+                await asyncio.wait_for(self._producer.close(), bound)
+            except TimeoutError:
+                log.error("dead_letter_producer_close_timed_out", bound_s=bound)
+                stuck = True
+            except Exception as exc:
+                log.warning("dead_letter_producer_close_failed", error=type(exc).__name__)
         if self._session is not None:
             await self._session.close()
+        return stuck
 
     # -- consuming -------------------------------------------------------------------
 
     async def _consume_loop(self) -> None:
-        assert self._consumer is not None
+        assert self._source is not None
+        source, batcher, tracker = self._source, self._batcher, self._tracker
         size = self.settings.kafka.fetch_batch_size
         while not self._stop.is_set():
-            deadline = self._batcher.next_deadline()
+            await self._apply_backpressure()
+            deadline = batcher.next_deadline()
             timeout = 0.2 if deadline is None else min(0.2, max(0.0, deadline - self._clock()))
             # Never fetch more than the buffer has room for: one big fetch would otherwise
             # overshoot max_buffered_events before back-pressure gets a chance to pause.
-            room = self._backpressure.high_water - self._backpressure.held
-            messages = await self._consumer.consume(
-                num_messages=max(1, min(size, room)), timeout=timeout
-            )
+            room = self._backpressure.room(tracker.held)
+            messages = await source.fetch(min(size, room), timeout)
             self.health.beat(CONSUME_LOOP)
             if messages:
                 self._ingest(messages)
-            for batch in self._batcher.due(self._clock()):
+            for batch in batcher.due(self._clock()):
                 self._dispatch(batch)
-            await self._apply_backpressure()
             if self._stop_at is not None and self._reached_end():
                 log.info("reached_end_offsets")
                 self._stop.set()
@@ -326,9 +379,9 @@ class Engine:
     def _ingest(self, messages: Sequence[Any]) -> None:
         """Hot path: track, transform, batch. No awaits, no per-event metrics calls."""
         tracker, transform, batcher = self._tracker, self.transformer.transform, self._batcher
-        accounts, stop_at = self._accounts, self._stop_at
+        lanes, stop_at = self._lanes, self._stop_at
         taken = 0
-        rejected: Counter[str] = Counter()
+        letters: list[tuple[BatchItem, DeadLetter]] = []
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -349,19 +402,6 @@ class Engine:
             taken += 1
             result = transform(msg.value() or b"")
             if isinstance(result, Conversion):
-                route = result.route
-                if route.account_id not in accounts:
-                    rejected["unknown_account"] += 1
-                    self._spawn(
-                        self._dead_letter(
-                            [(msg, tp, offset, epoch)],
-                            DeadLetter(
-                                reason="unknown_account",
-                                message="routed to an account that has no credentials configured",
-                            ),
-                        )
-                    )
-                    continue
                 item = BatchItem(
                     topic=tp[0],
                     partition=tp[1],
@@ -371,102 +411,113 @@ class Engine:
                     conversion_id=result.conversion_id,
                     source=msg,
                 )
+                route = result.route
+                if route.account_id not in lanes:
+                    letters.append(
+                        (
+                            item,
+                            DeadLetter(
+                                reason="unknown_account",
+                                message="routed to an account that has no credentials configured",
+                            ),
+                        )
+                    )
+                    continue
                 full = batcher.add((route.account_id, route.pixel_id), item)
                 if full is not None:
                     self._dispatch(full)
             else:
-                rejected[result.reason] += 1
-                self._spawn(
-                    self._dead_letter(
-                        [(msg, tp, offset, epoch)],
-                        DeadLetter(
-                            reason=result.reason,
-                            message=result.message,
-                            field=result.field,
-                        ),
-                    )
+                item = BatchItem(
+                    topic=tp[0],
+                    partition=tp[1],
+                    offset=offset,
+                    epoch=epoch,
+                    payload=b"",
+                    conversion_id="",
+                    source=msg,
                 )
-        self._backpressure.add(taken)
+                letter = DeadLetter(result.reason, result.message, field=result.field)
+                letters.append((item, letter))
+        if letters:
+            assert self._delivery is not None
+            self._supervisor.spawn(self._delivery.dead_letter(letters), "dead_letter")
+            rejected = Counter(letter.reason for _, letter in letters)
+            for reason, n in rejected.items():
+                self.metrics.events_rejected_total.labels(reason=reason).inc(n)
         self.metrics.events_consumed_total.labels(topic=messages[0].topic() or "").inc(
             len(messages)
         )
-        self.metrics.events_transformed_total.inc(taken - sum(rejected.values()))
-        for reason, n in rejected.items():
-            self.metrics.events_rejected_total.labels(reason=reason).inc(n)
-        self.metrics.events_in_flight.set(self._backpressure.held)
+        self.metrics.events_transformed_total.inc(taken - len(letters))
+        self.metrics.events_in_flight.set(tracker.held)
         self.counts["consumed"] += taken
 
     async def _apply_backpressure(self) -> None:
-        assert self._consumer is not None
-        bp = self._backpressure
-        if not self._paused and self._owned and bp.should_pause():
-            to_pause = sorted(self._owned)
-            await self._consumer.pause([TopicPartition(t, p) for t, p in to_pause])
-            self._paused.update(to_pause)
-            log.info("partitions_paused", count=len(to_pause), held_events=bp.held)
-        elif self._paused and bp.should_resume():
-            to_resume = sorted(self._paused & self._owned)
-            if to_resume:
-                await self._consumer.resume([TopicPartition(t, p) for t, p in to_resume])
-            self._paused.clear()
-            log.info("partitions_resumed", count=len(to_resume), held_events=bp.held)
-        self.metrics.partitions_paused.set(len(self._paused))
+        assert self._source is not None
+        held = self._tracker.held
+        want = self._backpressure.should_pause(held, self._source.paused)
+        if want != self._source.paused:
+            await self._source.set_paused(want)
+            log.info("backpressure", paused=want, held_events=held)
+        self.metrics.events_in_flight.set(held)
 
     def _reached_end(self) -> bool:
         assert self._stop_at is not None
-        return all(
-            self._tracker.watermark(tp) is not None
-            and (self._tracker.watermark(tp) or 0) >= end
+        owned = set(self._tracker.assigned())
+        wanted = {tp for tp, end in self._stop_at.items() if end > 0}
+        return owned >= wanted and all(
+            (self._tracker.watermark(tp) or 0) >= self._stop_at[tp]
             and self._tracker.outstanding(tp) == 0
-            for tp, end in self._stop_at.items()
-            if end > 0 and tp in self._owned
-        ) and self._owned >= {tp for tp, end in self._stop_at.items() if end > 0}
+            for tp in wanted
+        )
 
-    # -- rebalancing -----------------------------------------------------------------
+    # -- rebalancing (SourceListener) ------------------------------------------------
 
-    async def _on_assign(self, consumer: AIOConsumer, partitions: list[TopicPartition]) -> None:
-        tps = [(p.topic, p.partition) for p in partitions]
+    async def on_assigned(self, tps: list[TP]) -> None:
         for tp in tps:
             self._tracker.assign(tp)
-            self._owned.add(tp)
-        # Paused state does not survive a move: a new partition joins the pause.
-        if self._paused and tps:
-            await consumer.pause([TopicPartition(t, p) for t, p in tps])
-            self._paused.update(tps)
-        self.health.set_assigned(bool(self._owned))
-        self.health.set_waiting_for_assignment(not self._owned)
-        log.info("partitions_assigned", partitions=[f"{t}[{p}]" for t, p in tps])
+        self._update_assignment_health()
 
-    async def _on_revoke(self, consumer: AIOConsumer, partitions: list[TopicPartition]) -> None:
-        tps = [(p.topic, p.partition) for p in partitions]
+    async def on_revoking(self, tps: list[TP]) -> None:
         revoked = set(tps)
         # Send what is buffered now, then wait (bounded) for these partitions' batches.
         for batch in self._batcher.drain():
             self._dispatch(batch)
         timeout = 0.0 if self._closing else self.settings.delivery.revoke_timeout_s
         deadline = self._clock() + timeout
-        # A bounded poll of pure state (no event to wait on across many batches).
-        while self._clock() < deadline and any(  # noqa: ASYNC110
-            self._tracker.outstanding(tp) for tp in revoked
+        # A bounded poll of pure state (no event to wait on across many batches); a stop
+        # request ends it early so shutdown keeps its bound.
+        while (  # noqa: ASYNC110
+            self._clock() < deadline
+            and not self._stop.is_set()
+            and any(self._tracker.outstanding(tp) for tp in revoked)
         ):
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(_REVOKE_POLL_S)
         await self._commit(only=revoked)
         self._forget(tps)
-        log.info("partitions_revoked", partitions=[f"{t}[{p}]" for t, p in tps])
 
-    async def _on_lost(self, consumer: AIOConsumer, partitions: list[TopicPartition]) -> None:
-        tps = [(p.topic, p.partition) for p in partitions]
+    def on_lost(self, tps: list[TP]) -> None:
         self._forget(tps)  # another member owns them now: commit nothing
-        log.warning("partitions_lost", partitions=[f"{t}[{p}]" for t, p in tps])
 
-    def _forget(self, tps: Iterable[TP]) -> None:
+    def on_commit_result(self, tp: TP, offset: int, ok: bool) -> None:
+        confirmed = self._tracker.commit_result(tp, offset, ok)
+        if ok and confirmed is not None:
+            self.metrics.committed_offset.labels(topic=tp[0], partition=str(tp[1])).set(confirmed)
+        self.health.broker_contact(self._source.last_contact if self._source else self._clock())
+
+    def on_fatal(self, error: str) -> None:
+        self._supervisor.fail(TaskFailure("kafka", None, RuntimeError(error)))
+
+    def _forget(self, tps: Sequence[TP]) -> None:
         for tp in tps:
             self._tracker.revoke(tp)
-            self._owned.discard(tp)
-            self._paused.discard(tp)
             self.metrics.remove_partition(*tp)
-        self.health.set_assigned(bool(self._owned))
-        self.health.set_waiting_for_assignment(not self._owned)
+        self._update_assignment_health()
+        self.metrics.events_in_flight.set(self._tracker.held)
+
+    def _update_assignment_health(self) -> None:
+        owned = bool(self._tracker.assigned())
+        self.health.set_assigned(owned)
+        self.health.set_waiting_for_assignment(not owned)
 
     # -- committing ------------------------------------------------------------------
 
@@ -475,33 +526,38 @@ class Engine:
         while True:
             await asyncio.sleep(interval)
             await self._commit()
-            await self._update_lag()
+            await self._observe_broker(interval)
             self._publish_dropped_identifiers()
 
     async def _commit(self, only: set[TP] | None = None) -> None:
-        """Commit the contiguous watermark of owned partitions (``only`` if given)."""
-        if self._consumer is None:
+        """Ask for the contiguous watermark of owned partitions (``only`` if given)."""
+        if self._source is None:
             return
         marks = {
             tp: off
             for tp, off in self._tracker.committable_all().items()
             if only is None or tp in only
         }
-        if not marks:
-            return
-        offsets = [TopicPartition(t, p, off) for (t, p), off in marks.items()]
-        try:
-            await self._consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
-            # e.g. a rebalance in progress: the watermark stays and the next tick retries.
-            log.warning(
-                "commit_failed", error=str(exc.args[0]) if exc.args else "", count=len(marks)
-            )
-            return
-        for tp, off in marks.items():
-            self._tracker.mark_committed(tp, off)
-            self.metrics.committed_offset.labels(topic=tp[0], partition=str(tp[1])).set(off)
-        log.debug("committed", partitions=len(marks))
+        if marks and await self._source.commit(marks):
+            for tp, off in marks.items():
+                self._tracker.mark_committed(tp, off)
+            log.debug("commit_requested", partitions=len(marks))
+
+    async def _observe_broker(self, interval: float) -> None:
+        """Broker contact for readiness, and lag (high watermark - committed offset)."""
+        assert self._source is not None
+        source = self._source
+        if self._clock() - source.last_contact > interval:
+            await source.check_contact()
+        self.health.broker_contact(source.last_contact)
+        owned = self._tracker.assigned()
+        highs = await source.high_watermarks(owned)
+        for tp, high in highs.items():
+            committed = self._tracker.confirmed(tp)
+            if committed is not None:
+                self.metrics.consumer_lag.labels(topic=tp[0], partition=str(tp[1])).set(
+                    max(0, high - committed)
+                )
 
     def _publish_dropped_identifiers(self) -> None:
         """Copy the transform's drop counters (pure state) into the metric."""
@@ -517,273 +573,24 @@ class Engine:
                 self.metrics.dropped_identifiers_total.labels(kind=kind).inc(new)
                 self._dropped_seen[kind] = total
 
-    async def _update_lag(self) -> None:
-        if self._consumer is None:
-            return
-        for tp in list(self._owned):
-            try:
-                _, high = await self._consumer.get_watermark_offsets(
-                    TopicPartition(*tp), timeout=1, cached=True
-                )
-            except KafkaException:
-                continue
-            mark = self._tracker.watermark(tp)
-            if mark is not None and high >= 0:
-                self.metrics.consumer_lag.labels(topic=tp[0], partition=str(tp[1])).set(
-                    max(0, high - mark)
-                )
-
     # -- delivering ------------------------------------------------------------------
 
-    def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("delivery_task_crashed", error=repr(task.exception()))
-
     def _dispatch(self, batch: Batch) -> None:
+        assert self._delivery is not None
         self.metrics.batch_size_events.observe(len(batch.items))
-        self._spawn(self._deliver(batch))
-
-    async def _deliver(self, batch: Batch) -> None:
-        """Send ``batch`` until it is accepted or its events are dead-lettered."""
-        account = self._accounts[batch.key[0]]
-        probe_delay = BLOCKED_PROBE_INITIAL_S
-        while True:
-            if not account.unblocked.is_set():
-                await account.unblocked.wait()
-            batch.attempts += 1
-            try:
-                debug_id = await self._send(account, batch)
-            except RetryableError as exc:
-                delay = self._backoff.delay_for(exc, batch.attempts)
-                cause = _cause(exc)
-                self.metrics.retries_total.labels(account=account.account_id, cause=cause).inc()
-                log.info(
-                    "batch_retry",
-                    batch_id=batch.id,
-                    account=account.account_id,
-                    cause=cause,
-                    attempt=batch.attempts,
-                    retry_in_s=round(delay, 3),
-                    events=len(batch.items),
-                )
-                await account.backoff(delay)
-            except BatchRejectedError as exc:
-                await self._isolate(account, batch, exc)
-                return
-            except AccountBlockedError as exc:
-                if self.settings.delivery.on_account_blocked == "dead_letter":
-                    await self._dead_letter_batch(
-                        batch, "account_blocked", exc.message, debug_id=None, errors=()
-                    )
-                    return
-                self._block(account, exc)
-                await asyncio.sleep(probe_delay * (0.5 + self._rng.random()))
-                probe_delay = min(BLOCKED_PROBE_MAX_S, probe_delay * 2)
-                # This task probes: it retries without waiting for the unblock event.
-                try:
-                    debug_id = await self._send(account, batch)
-                except (RetryableError, AccountBlockedError):
-                    continue
-                except BatchRejectedError as rejected:
-                    self._unblock(account)
-                    await self._isolate(account, batch, rejected)
-                    return
-                self._unblock(account)
-                self._complete(batch, account, debug_id)
-                return
-            else:
-                self._complete(batch, account, debug_id)
-                return
-
-    async def _send(self, account: AccountState, batch: Batch) -> str:
-        """One request within the account's budget and slots; returns X's debug_id."""
-        aid = account.account_id
-        async with account.limiter:
-            delay = account.budget.reserve(len(batch.items))
-            if delay > 0:
-                await asyncio.sleep(delay)
-            # A 429 or an exhausted server budget may have arrived while we waited.
-            while (blocked := account.budget.blocked_for()) > 0:  # noqa: ASYNC110
-                await asyncio.sleep(blocked)
-            body = batch.body()
-            async with self._global_limiter:
-                in_flight = self.metrics.requests_in_flight.labels(account=aid)
-                in_flight.inc()
-                start = self._clock()
-                try:
-                    response = await account.client.send(batch.key[1], body)
-                except TransportError:
-                    self.metrics.requests_total.labels(account=aid, status="transport_error").inc()
-                    self._adapt(account, ok=False)
-                    raise
-                finally:
-                    in_flight.dec()
-                elapsed = self._clock() - start
-        self.metrics.request_duration_seconds.labels(account=aid).observe(elapsed)
-        self.metrics.requests_total.labels(account=aid, status=str(response.status)).inc()
-        self.metrics.events_sent_total.labels(account=aid).inc(len(batch.items))
-        limits = RateLimitHeaders.parse(response.headers)
-        if limits is not None:
-            account.budget.observe(
-                limits.limit, limits.remaining, limits.reset_epoch, self._wall(), sent_at=start
-            )
-        self.metrics.rate_budget_remaining.labels(account=aid).set(
-            account.budget.remaining_estimate()
-        )
-        try:
-            accepted = parse_response(
-                response.status, response.headers, response.body, self._wall()
-            )
-        except RateLimitedError as exc:
-            self.metrics.rate_limited_total.labels(account=aid).inc()
-            account.budget.block_until(self._clock() + (exc.retry_after or 1.0))
-            self._adapt(account, ok=False)
-            raise
-        except ServerError:
-            self._adapt(account, ok=False)
-            raise
-        self._adapt(account, ok=True, latency=elapsed)
-        return accepted.debug_id or ""
-
-    def _adapt(self, account: AccountState, *, ok: bool, latency: float = 0.0) -> None:
-        if account.adaptive is None:
-            return
-        limit = account.adaptive.on_success(latency) if ok else account.adaptive.on_overload()
-        account.limiter.set_limit(limit)
-
-    def _complete(self, batch: Batch, account: AccountState, debug_id: str) -> None:
-        self._finish(batch.items)
-        account.signal_progress()
-        self.metrics.events_accepted_total.labels(account=account.account_id).inc(len(batch.items))
-        self.counts["accepted"] += len(batch.items)
-        log.debug(
-            "batch_accepted",
-            batch_id=batch.id,
-            debug_id=debug_id,
-            account=account.account_id,
-            events=len(batch.items),
-            attempts=batch.attempts,
-        )
+        self._supervisor.spawn(self._delivery.deliver(batch), "deliver", batch.id)
 
     def _finish(self, items: Sequence[BatchItem]) -> None:
         done = self._tracker.done
         for it in items:
             done((it.topic, it.partition), it.offset, it.epoch)
-        self._backpressure.release(len(items))
-        self.metrics.events_in_flight.set(self._backpressure.held)
+        self.metrics.events_in_flight.set(self._tracker.held)
 
-    async def _isolate(self, account: AccountState, batch: Batch, exc: BatchRejectedError) -> None:
-        """All-or-nothing 400: dead-letter the bad events, resend the good ones."""
-        plan = plan_isolation(len(batch.items), exc.errors)
-        log.info(
-            "batch_rejected",
-            batch_id=batch.id,
-            debug_id=exc.debug_id,
-            account=account.account_id,
-            events=len(batch.items),
-            bad_known=len(plan.bad),
-            bisecting=plan.bisecting,
-        )
-        for index, errors in plan.bad.items():
-            item = batch.items[index]
-            message = "; ".join(str(e.get("message", "")) for e in errors)[:500] or str(exc)
-            await self._dead_letter_items(
-                [item],
-                DeadLetter(
-                    reason="api_rejected",
-                    message=message,
-                    field=_first_parameter(errors),
-                    attempts=batch.attempts,
-                    debug_id=exc.debug_id,
-                    errors=list(errors),
-                ),
-            )
-        groups = [plan.resend, *plan.halves]
-        subs = [batch.subset(group) for group in groups if group]
-        await asyncio.gather(*(self._deliver(sub) for sub in subs))
+    def _is_stale(self, items: Sequence[BatchItem]) -> bool:
+        current = self._tracker.is_current
+        return not any(current((it.topic, it.partition), it.epoch) for it in items)
 
-    async def _dead_letter_batch(
-        self,
-        batch: Batch,
-        reason: str,
-        message: str,
-        *,
-        debug_id: str | None,
-        errors: Sequence[Any],
-    ) -> None:
-        await self._dead_letter_items(
-            batch.items,
-            DeadLetter(
-                reason=reason,
-                message=message,
-                attempts=batch.attempts,
-                debug_id=debug_id,
-                errors=list(errors),
-            ),
-        )
-
-    async def _dead_letter_items(self, items: Sequence[BatchItem], letter: DeadLetter) -> None:
-        await self._dead_letter(
-            [(it.source, (it.topic, it.partition), it.offset, it.epoch) for it in items], letter
-        )
-
-    async def _dead_letter(
-        self, entries: Sequence[tuple[Any, TP, int, int]], letter: DeadLetter
-    ) -> None:
-        assert self._dlq is not None
-        await asyncio.gather(*(self._dlq.write(msg, letter) for msg, _, _, _ in entries))
-        for _, tp, offset, epoch in entries:
-            self._tracker.done(tp, offset, epoch)
-        self._backpressure.release(len(entries))
-        self.metrics.events_in_flight.set(self._backpressure.held)
-        self.metrics.events_dead_lettered_total.labels(reason=letter.reason).inc(len(entries))
-        self.counts["dead_lettered"] += len(entries)
-
-    # -- blocked accounts ------------------------------------------------------------
-
-    def _block(self, account: AccountState, exc: AccountBlockedError) -> None:
-        if account.unblocked.is_set():
-            account.unblocked.clear()
-            account.blocked_reason = f"{exc.status} {exc.code}"
-            self.metrics.account_blocked.labels(account=account.account_id).set(1)
-            self.health.set_account_blocked(account.account_id, account.blocked_reason)
-            log.error(
-                "account_blocked",
-                account=account.account_id,
-                status=exc.status,
-                code=exc.code,
-                message=exc.message,
-                action="holding offsets; fix the credentials, access, pixel or event tag",
-            )
-
-    def _unblock(self, account: AccountState) -> None:
-        if not account.unblocked.is_set():
-            account.unblocked.set()
-            account.blocked_reason = None
-            self.metrics.account_blocked.labels(account=account.account_id).set(0)
-            self.health.set_account_blocked(account.account_id, None)
-            log.warning("account_unblocked", account=account.account_id)
-
-
-def _cause(exc: RetryableError) -> str:
-    if isinstance(exc, RateLimitedError):
-        return "rate_limited"
-    if isinstance(exc, ServerError):
-        return f"http_{exc.status}"
-    if isinstance(exc, TransportError):
-        return "transport"
-    return "other"
-
-
-def _first_parameter(errors: Sequence[Any]) -> str | None:
-    for e in errors:
-        parameter = e.get("parameter") if isinstance(e, dict) else None
-        if parameter:
-            return str(parameter)
-    return None
+    def _abandon(self, items: Sequence[BatchItem]) -> None:
+        for epoch, n in Counter(it.epoch for it in items).items():
+            self._tracker.abandon(epoch, n)
+        self.metrics.events_in_flight.set(self._tracker.held)

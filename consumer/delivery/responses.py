@@ -16,6 +16,7 @@ body, when there is one, only adds detail (X's error list, ``debug_id``,
 from __future__ import annotations
 
 import email.utils
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -37,25 +38,26 @@ def _lower(headers: Mapping[str, str]) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 
 
-def _int(value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value.strip())
-    except ValueError:
-        try:
-            return int(float(value.strip()))
-        except ValueError:
-            return None
+# Header values come from outside: anything not a finite number in a sane range is
+# ignored rather than trusted (``inf`` once crashed a delivery task with OverflowError).
+_MAX_HEADER_NUMBER = 1e15
 
 
 def _float(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        return float(value.strip())
+        number = float(value.strip())
     except ValueError:
         return None
+    if not math.isfinite(number) or abs(number) > _MAX_HEADER_NUMBER:
+        return None
+    return number
+
+
+def _int(value: str | None) -> int | None:
+    number = _float(value)
+    return None if number is None else int(number)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,7 @@ class RateLimitHeaders:
         for prefix, scope in (("x-rate-limit-", "app"), ("x-account-rate-limit-", "account")):
             remaining = _int(lowered.get(prefix + "remaining"))
             reset = _float(lowered.get(prefix + "reset"))
-            if remaining is None or reset is None:
+            if remaining is None or reset is None or remaining < 0 or reset < 0:
                 continue
             limit = _int(lowered.get(prefix + "limit"))
             found.append(cls(limit, remaining, reset, scope))  # type: ignore[arg-type]
@@ -178,7 +180,9 @@ def parse_response(
         debug = None
         if doc is not None and isinstance(doc.get("debug_id"), str):
             debug = doc["debug_id"]
-        raise BatchRejectedError(f"HTTP {status} {code}: {message}", errors=errors, debug_id=debug)
+        raise BatchRejectedError(
+            f"HTTP {status} {code}: {message}", errors=errors, debug_id=debug, status=status
+        )
     if status == 429:
         hint = retry_after
         if rate is not None:

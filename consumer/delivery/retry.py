@@ -53,3 +53,16 @@ class Backoff:
             floor = hint + self._rng() * min(self.hint_jitter_s, ceiling)
             delay = max(delay, floor)
         return delay
+
+
+def cap_hint(seconds: float | None, cap_s: float) -> tuple[float | None, bool]:
+    """A server hint bounded by ``cap_s``; the flag says whether it had to be cut.
+
+    ``retry-after: 1000000000`` or a reset 10^8 s ahead would otherwise freeze an
+    account silently; no hint is trusted beyond the account's own window length.
+    """
+    if seconds is None:
+        return None, False
+    if seconds > cap_s:
+        return cap_s, True
+    return max(0.0, seconds), False

@@ -9,6 +9,13 @@ Assignment epochs make acknowledgements from a previous ownership harmless: when
 partition is revoked (and perhaps assigned again), ``done`` calls carrying the old
 epoch are ignored, so a batch that finished after a rebalance never commits for a
 partition this member no longer owns (or owns again with a fresh position).
+
+Memory. What a partition costs is its *span*: every offset from the watermark to the
+last one tracked, finished or not, because a finished offset behind an unfinished head
+must be remembered until the head finishes. ``held`` therefore counts spans, plus the
+unfinished events of revoked partitions whose batches are still out ("orphans", until
+they finish or are abandoned): back-pressure on ``held`` bounds memory even when one
+stuck event sits at a partition's head while the events behind it keep finishing.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ class _PartitionState:
     queue: deque[int] = field(default_factory=deque)
     unfinished: set[int] = field(default_factory=set)
     last_tracked: int | None = None
-    committed: int | None = None
+    committed: int | None = None  # highest offset asked of the broker
+    confirmed: int | None = None  # highest offset the broker acknowledged
 
 
 class OffsetTracker:
@@ -42,6 +50,10 @@ class OffsetTracker:
         self._parts: dict[TopicPartition, _PartitionState] = {}
         self._epoch_counter = 0
         self._total_unfinished = 0
+        self._total_span = 0
+        # epoch of a revoked partition -> its events still out in batches
+        self._orphans: dict[int, int] = {}
+        self._total_orphans = 0
 
     # -- ownership -------------------------------------------------------------------
 
@@ -63,6 +75,15 @@ class OffsetTracker:
         state = self._parts.pop(tp, None)
         if state is not None:
             self._total_unfinished -= len(state.unfinished)
+            self._total_span -= len(state.queue)
+            if state.unfinished:
+                self._orphans[state.epoch] = len(state.unfinished)
+                self._total_orphans += len(state.unfinished)
+
+    def is_current(self, tp: TopicPartition, epoch: int) -> bool:
+        """Whether ``epoch`` is the live assignment of ``tp`` (False once revoked)."""
+        state = self._parts.get(tp)
+        return state is not None and state.epoch == epoch
 
     def epoch(self, tp: TopicPartition) -> int | None:
         """The current assignment epoch of ``tp``, or None when not owned."""
@@ -89,6 +110,7 @@ class OffsetTracker:
         state.unfinished.add(offset)
         state.last_tracked = offset
         self._total_unfinished += 1
+        self._total_span += 1
 
     def done(self, tp: TopicPartition, offset: int, epoch: int) -> bool:
         """Mark ``offset`` finished (delivered or dead-lettered).
@@ -97,14 +119,35 @@ class OffsetTracker:
         stale, or the offset is not in flight (unknown or already done).
         """
         state = self._parts.get(tp)
-        if state is None or state.epoch != epoch or offset not in state.unfinished:
+        if state is None or state.epoch != epoch:
+            self._release_orphans(epoch, 1)
             return False
-        state.unfinished.remove(offset)
+        unfinished = state.unfinished
+        if offset not in unfinished:
+            return False
+        unfinished.remove(offset)
         self._total_unfinished -= 1
         queue = state.queue
-        while queue and queue[0] not in state.unfinished:
+        before = len(queue)
+        while queue and queue[0] not in unfinished:
             queue.popleft()
+        self._total_span -= before - len(queue)
         return True
+
+    def abandon(self, epoch: int, count: int) -> None:
+        """Events of a revoked assignment that will never finish here (dropped batch)."""
+        self._release_orphans(epoch, count)
+
+    def _release_orphans(self, epoch: int, count: int) -> None:
+        left = self._orphans.get(epoch)
+        if left is None:
+            return
+        taken = min(left, count)
+        self._total_orphans -= taken
+        if left - taken > 0:
+            self._orphans[epoch] = left - taken
+        else:
+            del self._orphans[epoch]
 
     # -- commits ---------------------------------------------------------------------
 
@@ -141,10 +184,34 @@ class OffsetTracker:
         return out
 
     def mark_committed(self, tp: TopicPartition, offset: int) -> None:
-        """Record that Kafka accepted ``offset`` for ``tp`` (ignored when not owned)."""
+        """Record that ``offset`` was asked of the broker for ``tp`` (ignored when not owned).
+
+        ``committable`` then only offers higher offsets, so commits never go backwards.
+        """
         state = self._parts.get(tp)
         if state is not None and (state.committed is None or offset > state.committed):
             state.committed = offset
+
+    def commit_result(self, tp: TopicPartition, offset: int, ok: bool) -> int | None:
+        """The broker's answer to a commit; returns the confirmed offset, if any.
+
+        A refused commit hands the partition's watermark out again (the next commit
+        retries it); an acknowledged one becomes the confirmed offset.
+        """
+        state = self._parts.get(tp)
+        if state is None:
+            return None
+        if ok:
+            if state.confirmed is None or offset > state.confirmed:
+                state.confirmed = offset
+        elif state.committed is not None and offset >= state.committed:
+            state.committed = state.confirmed
+        return state.confirmed
+
+    def confirmed(self, tp: TopicPartition) -> int | None:
+        """The last offset the broker acknowledged for ``tp`` in this assignment."""
+        state = self._parts.get(tp)
+        return None if state is None else state.confirmed
 
     # -- metrics ---------------------------------------------------------------------
 
@@ -157,3 +224,13 @@ class OffsetTracker:
     def total_outstanding(self) -> int:
         """Unfinished messages over all owned partitions."""
         return self._total_unfinished
+
+    @property
+    def held(self) -> int:
+        """What memory holds: every owned partition's span plus orphaned events."""
+        return self._total_span + self._total_orphans
+
+    def span(self, tp: TopicPartition) -> int:
+        """Offsets remembered for ``tp``: from its watermark to the last one tracked."""
+        state = self._parts.get(tp)
+        return 0 if state is None else len(state.queue)

@@ -31,9 +31,13 @@ class HealthState:
     - live: every registered component beat at most ``stale_after_s`` ago. A component
       is registered by :meth:`register` (counts as a beat, a start-up grace) or by its
       first :meth:`beat`; :meth:`unregister` it when its loop ends on purpose.
-    - ready: live, started, not draining, partitions assigned (or waiting for an
-      assignment as an idle group member), and, unless ``ready_when_account_blocked``,
-      no account blocked on its credentials or access (401/403/404).
+    - live also fails once the engine has failed (a supervised task raised): the
+      process is about to exit non-zero, and a restart is the remedy.
+    - ready: live, started, not draining, the broker answered within
+      ``broker_contact_s``, partitions assigned (or waiting for an assignment as an
+      idle group member), and, unless ``ready_when_account_blocked``, no account
+      blocked on its credentials or access (401/403/404). A broker outage fails
+      readiness only: liveness stays up, because a restart does not fix a broker.
     """
 
     def __init__(
@@ -42,6 +46,7 @@ class HealthState:
         clock: Callable[[], float] = time.monotonic,
         stale_after_s: float = 30.0,
         ready_when_account_blocked: bool = False,
+        broker_contact_s: float = 60.0,
     ) -> None:
         if stale_after_s <= 0:
             raise ValueError("stale_after_s must be positive")
@@ -54,6 +59,9 @@ class HealthState:
         self._assigned = False
         self._waiting = False
         self._blocked: dict[str, str] = {}
+        self.broker_contact_s = broker_contact_s
+        self._broker_contact: float | None = None
+        self._failed: str | None = None
 
     # --- fed by the engine ------------------------------------------------------------
 
@@ -85,6 +93,15 @@ class HealthState:
         """Joined the group and waiting for (or idle without) partitions: a normal state."""
         self._waiting = waiting
 
+    def broker_contact(self, at: float) -> None:
+        """The broker last answered at ``at`` (monotonic, the same clock as this state's)."""
+        self._broker_contact = at
+
+    def set_failed(self, reason: str) -> None:
+        """The engine failed and is stopping: liveness and readiness fail from now on."""
+        if self._failed is None:
+            self._failed = reason
+
     def set_account_blocked(self, account: str, reason: str | None) -> None:
         """Mark ``account`` blocked with a PII-free reason (e.g. ``"401"``), or clear it."""
         if reason is None:
@@ -110,18 +127,24 @@ class HealthState:
             components[name] = {"ok": ok, "age_s": round(age, 3)}
             if not ok:
                 stale.append(name)
+        reasons = [f"stale:{name}" for name in stale]
+        if self._failed is not None:
+            reasons.append("engine_failed")
         detail: Detail = {
-            "status": "ok" if not stale else "fail",
+            "status": "ok" if not reasons else "fail",
             "components": components,
             "stale_after_s": self.stale_after_s,
         }
-        if stale:
-            detail["reasons"] = [f"stale:{name}" for name in stale]
-        return not stale, detail
+        if self._failed is not None:
+            detail["failure"] = self._failed
+        if reasons:
+            detail["reasons"] = reasons
+        return not reasons, detail
 
     def ready(self, now: float | None = None) -> tuple[bool, Detail]:
         """(ok, detail): live and able to do its job; ``reasons`` lists what is missing."""
-        is_live, live_detail = self.live(now)
+        at = self._clock() if now is None else now
+        is_live, live_detail = self.live(at)
         reasons: list[str] = list(live_detail.get("reasons", []))
         if not self._started:
             reasons.append("not_started")
@@ -129,6 +152,9 @@ class HealthState:
             reasons.append("draining")
         if not (self._assigned or self._waiting):
             reasons.append("no_assignment")
+        contact_age = None if self._broker_contact is None else max(0.0, at - self._broker_contact)
+        if self._started and contact_age is not None and contact_age > self.broker_contact_s:
+            reasons.append("broker_unreachable")
         if self._blocked and not self.ready_when_account_blocked:
             reasons.extend(f"account_blocked:{acct}" for acct in sorted(self._blocked))
         ok = is_live and not reasons
@@ -139,6 +165,7 @@ class HealthState:
             "assigned": self._assigned,
             "waiting_for_assignment": self._waiting,
             "blocked_accounts": dict(sorted(self._blocked.items())),
+            "broker_contact_age_s": None if contact_age is None else round(contact_age, 3),
             "components": live_detail["components"],
         }
         if reasons:

@@ -1,3 +1,5 @@
+"""Back-pressure is a pure decision on (held, paused): no copy of either can go stale."""
+
 from __future__ import annotations
 
 import pytest
@@ -5,28 +7,29 @@ import pytest
 from consumer.delivery.backpressure import Backpressure
 
 
-def test_hysteresis_pause_once_resume_once() -> None:
+def test_hysteresis_between_the_marks() -> None:
     bp = Backpressure(high_water=100, low_water=50)
-    bp.add(99)
-    assert not bp.should_pause()
-    bp.add(1)
-    assert bp.should_pause()
-    assert bp.paused
-    assert not bp.should_pause()  # fires once per transition
-    bp.release(30)
-    assert not bp.should_resume()  # 70 is between the marks
-    bp.release(20)
-    assert bp.should_resume()
-    assert not bp.paused
-    assert not bp.should_resume()
-    assert bp.held == 50
+    assert not bp.should_pause(99, paused=False)
+    assert bp.should_pause(100, paused=False)
+    assert bp.should_pause(70, paused=True)  # between the marks: stay paused
+    assert not bp.should_pause(50, paused=True)  # at the low mark: resume
+    assert not bp.should_pause(70, paused=False)  # between the marks: stay running
 
 
-def test_release_never_goes_negative_and_validation() -> None:
+def test_a_rebalance_that_empties_the_buffer_cannot_switch_pausing_off() -> None:
+    # v1 kept its own "paused" flag: after a revoke dropped the held events it stayed
+    # "paused" and never paused again. Here the decision reads the source's state.
+    bp = Backpressure(high_water=10, low_water=5)
+    assert bp.should_pause(10, paused=False)
+    assert not bp.should_pause(0, paused=True)  # revoke emptied it: resume
+    assert bp.should_pause(10, paused=False)  # and the next fill pauses again
+
+
+def test_room_never_negative() -> None:
     bp = Backpressure(10, 0)
-    bp.release(5)
-    assert bp.held == 0
-    with pytest.raises(ValueError):
+    assert bp.room(3) == 7
+    assert bp.room(12) == 0
+    with pytest.raises(ValueError, match="low_water"):
         Backpressure(10, 10)
 
 

@@ -94,19 +94,6 @@ def test_keys_are_separate_batches(clock: FakeClock) -> None:
     assert b.pending_events == 0
 
 
-def test_drop_partition_removes_only_its_items(clock: FakeClock) -> None:
-    b = Batcher(clock=clock)
-    b.add(KEY, item(0, partition=0))
-    b.add(KEY, item(1, partition=1))
-    b.add(("a", "solo"), item(2, partition=1))
-    dropped = b.drop_partition("t", 1)
-    assert sorted(i.offset for i in dropped) == [1, 2]
-    assert b.pending_events == 1
-    (left,) = b.drain()
-    assert [i.offset for i in left.items] == [0]
-    assert left.body_len == len(left.body())
-
-
 def test_subset_gets_fresh_id_and_items(clock: FakeClock) -> None:
     batch = Batch(id="x", key=KEY, items=[item(i) for i in range(4)], created_at=clock.now)
     sub = batch.subset([1, 3])

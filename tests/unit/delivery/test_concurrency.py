@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from consumer.delivery.concurrency import AccountLimiters, AdaptiveLimit, InFlightLimiter
+from consumer.delivery.concurrency import AdaptiveLimit, InFlightLimiter
 
 
 async def test_limiter_caps_in_flight_and_wakes_fifo() -> None:
@@ -65,22 +65,6 @@ async def test_cancelled_waiter_does_not_leak_a_slot() -> None:
 async def test_release_without_acquire_is_an_error() -> None:
     with pytest.raises(RuntimeError):
         InFlightLimiter(1).release()
-
-
-async def test_account_limiters_hold_both_slots() -> None:
-    limiters = AccountLimiters(2, {"a": 1}, default_account_limit=3)
-    async with limiters.slot("a"):
-        assert limiters.account("a").in_flight == 1
-        assert limiters.global_limiter.in_flight == 1
-        blocked = asyncio.create_task(limiters.slot("a").__aenter__())
-        await asyncio.sleep(0)
-        # Waiting on the account slot holds no global slot.
-        assert limiters.global_limiter.in_flight == 1
-        blocked.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await blocked
-    assert limiters.global_limiter.in_flight == 0
-    assert limiters.account("b").limit == 3
 
 
 def test_aimd_grows_by_one_per_steady_window() -> None:

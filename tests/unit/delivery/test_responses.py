@@ -11,6 +11,7 @@ from consumer.delivery.responses import (
     parse_response,
     parse_retry_after,
 )
+from consumer.delivery.retry import cap_hint
 from consumer.errors import (
     AccountBlockedError,
     BatchRejectedError,
@@ -146,3 +147,27 @@ def test_retry_after_seconds_and_http_date() -> None:
     assert parse_retry_after(date, NOW) == pytest.approx(45.0)
     assert parse_retry_after("soon", NOW) is None
     assert parse_retry_after(None, NOW) is None
+
+
+@pytest.mark.parametrize(
+    "remaining", ["inf", "-inf", "nan", "1e400", "-5", "garbage", "", "99999999999999999999"]
+)
+def test_odd_rate_limit_headers_are_ignored_never_raised(remaining: str) -> None:
+    # ``inf`` once raised OverflowError inside a delivery task (which then died silently).
+    headers = {"x-rate-limit-remaining": remaining, "x-rate-limit-reset": "1700000900"}
+    assert RateLimitHeaders.parse(headers) is None
+    accepted = parse_response(200, headers, b"{}", 1_700_000_000.0)
+    assert accepted.rate_limit is None
+
+
+@pytest.mark.parametrize("reset", ["inf", "nan", "-1", "1e300"])
+def test_odd_reset_values_are_ignored(reset: str) -> None:
+    headers = {"x-rate-limit-remaining": "5", "x-rate-limit-reset": reset}
+    assert RateLimitHeaders.parse(headers) is None
+
+
+def test_cap_hint_bounds_every_server_hint() -> None:
+    assert cap_hint(None, 900.0) == (None, False)
+    assert cap_hint(1_000_000_000.0, 900.0) == (900.0, True)
+    assert cap_hint(30.0, 900.0) == (30.0, False)
+    assert cap_hint(-3.0, 900.0) == (0.0, False)

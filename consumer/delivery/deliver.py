@@ -1,0 +1,291 @@
+"""Batch delivery: send, check what X processed, isolate, dead-letter, finish.
+
+Every batch ends in exactly one recorded outcome per event: accepted (200), dead-
+lettered with its reason, or abandoned because its partition was revoked (the new
+owner consumes it again). Until then it is retried with bounded waits:
+
+- transient failures (5xx, 429, timeouts, dropped connections): backoff with full
+  jitter, capped server hints, woken early when the account's API answers again;
+- 401/403/404: the account's gate closes; the batch waits at the gate, and the gate
+  picks one waiting batch as the probe (``consumer.delivery.gate``);
+- 400/413/422: X rejected the batch whole; X's pointers (or bisection) find the bad
+  events, those are dead-lettered in one write, the rest is sent again.
+
+A 200 whose ``conversions_processed`` is below the number sent is not resent (X
+de-duplicates by ``conversion_id``, and the count does not say which ones it dropped);
+it is logged at warning level with the batch id, X's ``debug_id`` and both counts, and
+the shortfall is counted in ``xconv_events_unprocessed_total``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, cast
+
+import structlog
+
+from consumer.delivery.batcher import Batch, BatchItem
+from consumer.delivery.dlq import DeadLetter, KafkaMessage
+from consumer.delivery.gate import ProbeOutcome, Ticket
+from consumer.delivery.lane import AccountLane
+from consumer.delivery.responses import Accepted
+from consumer.delivery.retry import Backoff
+from consumer.delivery.split import plan_isolation
+from consumer.errors import (
+    AccountBlockedError,
+    BatchRejectedError,
+    RateLimitedError,
+    RetryableError,
+    ServerError,
+    TransportError,
+)
+from consumer.observability.metrics import Metrics
+
+log = structlog.get_logger("xconv.engine")
+
+
+class DeadLetterSinkLike(Protocol):
+    """What batch delivery needs of the dead-letter sink."""
+
+    async def write(self, entries: Sequence[tuple[KafkaMessage, DeadLetter]]) -> None: ...
+
+
+class BatchDelivery:
+    """Drives batches to an outcome; the engine spawns ``deliver`` under its supervisor."""
+
+    def __init__(
+        self,
+        *,
+        lanes: Mapping[str, AccountLane],
+        sink: DeadLetterSinkLike,
+        backoff: Backoff,
+        metrics: Metrics,
+        finish: Callable[[Sequence[BatchItem]], None],
+        is_stale: Callable[[Sequence[BatchItem]], bool],
+        abandon: Callable[[Sequence[BatchItem]], None],
+        dead_letter_when_blocked: bool = False,
+        counts: Counter[str] | None = None,
+    ) -> None:
+        self._lanes = lanes
+        self._sink = sink
+        self._backoff = backoff
+        self._metrics = metrics
+        self._finish = finish
+        self._is_stale = is_stale
+        self._abandon = abandon
+        self._dead_letter_when_blocked = dead_letter_when_blocked
+        self.counts: Counter[str] = counts if counts is not None else Counter()
+
+    async def deliver(self, batch: Batch) -> None:
+        """Send ``batch`` until each of its events has an outcome."""
+        lane = self._lanes[batch.key[0]]
+        while True:
+            if self._is_stale(batch.items):
+                self._drop_stale(batch)
+                return
+            ticket = await lane.gate.admit()
+            if self._is_stale(batch.items):  # the wait at a closed gate can be long
+                if ticket.probe:
+                    lane.gate.finish(ProbeOutcome.ABANDONED)
+                self._drop_stale(batch)
+                return
+            batch.attempts += 1
+            try:
+                accepted = await lane.send(batch)
+            except RetryableError as exc:
+                self._probe_done(lane, ticket, ProbeOutcome.FAILED)
+                await self._retry_later(lane, batch, exc)
+                continue
+            except BatchRejectedError as exc:
+                # The API authenticated the request and judged its content.
+                self._probe_done(lane, ticket, ProbeOutcome.ACCEPTED)
+                await self._isolate(lane, batch, exc)
+                return
+            except AccountBlockedError as exc:
+                if await self._blocked(lane, batch, ticket, exc):
+                    return
+                continue
+            except BaseException:
+                self._probe_done(lane, ticket, ProbeOutcome.ABANDONED)
+                raise
+            self._probe_done(lane, ticket, ProbeOutcome.ACCEPTED)
+            self._complete(lane, batch, accepted)
+            return
+
+    # -- outcomes --------------------------------------------------------------------
+
+    def _probe_done(
+        self, lane: AccountLane, ticket: Ticket, outcome: ProbeOutcome, reason: str | None = None
+    ) -> None:
+        if not ticket.probe:
+            return
+        lane.gate.finish(outcome, reason)
+        if outcome is ProbeOutcome.ABANDONED:
+            return
+        self._metrics.account_probes_total.labels(
+            account=lane.account_id, outcome=outcome.value
+        ).inc()
+        if outcome is ProbeOutcome.ACCEPTED:
+            log.warning("account_unblocked", account=lane.account_id)
+        else:
+            log.warning(
+                "account_probe_failed",
+                account=lane.account_id,
+                outcome=outcome.value,
+                reason=lane.gate.state.reason,
+                next_probe_in_s=round(lane.gate.state.seconds_to_probe() or 0.0, 1),
+            )
+
+    async def _blocked(
+        self, lane: AccountLane, batch: Batch, ticket: Ticket, exc: AccountBlockedError
+    ) -> bool:
+        """401/403/404: True when the batch is finished (dead-letter policy)."""
+        reason = f"{exc.status} {exc.code}"
+        if self._dead_letter_when_blocked:
+            self._probe_done(lane, ticket, ProbeOutcome.ACCEPTED)
+            await self.dead_letter(
+                [
+                    (item, DeadLetter("account_blocked", exc.message, attempts=batch.attempts))
+                    for item in batch.items
+                ]
+            )
+            return True
+        if ticket.probe:
+            self._probe_done(lane, ticket, ProbeOutcome.BLOCKED, reason)
+        elif lane.gate.block(reason):
+            log.error(
+                "account_blocked",
+                account=lane.account_id,
+                status=exc.status,
+                code=exc.code,
+                message=exc.message,
+                next_probe_in_s=round(lane.gate.state.seconds_to_probe() or 0.0, 1),
+                action="holding offsets; fix the credentials, access, pixel or event tag",
+            )
+        return False
+
+    async def _retry_later(self, lane: AccountLane, batch: Batch, exc: RetryableError) -> None:
+        delay = self._backoff.delay_for(exc, batch.attempts)
+        cause = retry_cause(exc)
+        self._metrics.retries_total.labels(account=lane.account_id, cause=cause).inc()
+        log.info(
+            "batch_retry",
+            batch_id=batch.id,
+            account=lane.account_id,
+            cause=cause,
+            attempt=batch.attempts,
+            retry_in_s=round(delay, 3),
+            events=len(batch.items),
+        )
+        await lane.backoff(delay)
+
+    def _complete(self, lane: AccountLane, batch: Batch, accepted: Accepted) -> None:
+        sent = len(batch.items)
+        processed = accepted.conversions_processed
+        if processed is not None and processed != sent:
+            if processed < sent:
+                self._metrics.events_unprocessed_total.labels(account=lane.account_id).inc(
+                    sent - max(0, processed)
+                )
+            log.warning(
+                "batch_partially_processed" if processed < sent else "batch_processed_count_odd",
+                batch_id=batch.id,
+                debug_id=accepted.debug_id,
+                account=lane.account_id,
+                sent=sent,
+                processed=processed,
+                policy="not resent: X de-duplicates by conversion_id",
+            )
+        self._finish(batch.items)
+        lane.signal_progress()
+        self._metrics.events_accepted_total.labels(account=lane.account_id).inc(sent)
+        self.counts["accepted"] += sent
+        log.debug(
+            "batch_accepted",
+            batch_id=batch.id,
+            debug_id=accepted.debug_id,
+            account=lane.account_id,
+            events=sent,
+            attempts=batch.attempts,
+        )
+
+    def _drop_stale(self, batch: Batch) -> None:
+        self._abandon(batch.items)
+        log.info(
+            "batch_abandoned",
+            batch_id=batch.id,
+            account=batch.key[0],
+            events=len(batch.items),
+            why="its partitions were revoked; their new owner delivers them",
+        )
+
+    async def _isolate(self, lane: AccountLane, batch: Batch, exc: BatchRejectedError) -> None:
+        """All-or-nothing rejection: dead-letter the bad events at once, resend the rest."""
+        plan = plan_isolation(len(batch.items), exc.errors)
+        log.info(
+            "batch_rejected",
+            batch_id=batch.id,
+            debug_id=exc.debug_id,
+            account=lane.account_id,
+            status=exc.status,
+            events=len(batch.items),
+            bad_known=len(plan.bad),
+            bisecting=plan.bisecting,
+        )
+        letters: list[tuple[BatchItem, DeadLetter]] = []
+        for index, errors in plan.bad.items():
+            if exc.status == 413:
+                letter = DeadLetter(
+                    reason="too_large",
+                    message="X answered 413 (request too large) for this event alone",
+                    attempts=batch.attempts,
+                    debug_id=exc.debug_id,
+                    errors=list(errors),
+                )
+            else:
+                message = "; ".join(str(e.get("message", "")) for e in errors)[:500]
+                letter = DeadLetter(
+                    reason="api_rejected",
+                    message=message or str(exc),
+                    field=_first_parameter(errors),
+                    attempts=batch.attempts,
+                    debug_id=exc.debug_id,
+                    errors=list(errors),
+                )
+            letters.append((batch.items[index], letter))
+        if letters:
+            await self.dead_letter(letters)
+        subs = [batch.subset(group) for group in plan.retry_groups if group]
+        await asyncio.gather(*(self.deliver(sub) for sub in subs))
+
+    async def dead_letter(self, letters: Sequence[tuple[BatchItem, DeadLetter]]) -> None:
+        """Write the records in one go; the events finish once Kafka acknowledged all."""
+        await self._sink.write(
+            [(cast(KafkaMessage, item.source), letter) for item, letter in letters]
+        )
+        self._finish([item for item, _ in letters])
+        reasons = Counter(letter.reason for _, letter in letters)
+        for reason, n in reasons.items():
+            self._metrics.events_dead_lettered_total.labels(reason=reason).inc(n)
+        self.counts["dead_lettered"] += len(letters)
+
+
+def retry_cause(exc: RetryableError) -> str:
+    """The ``cause`` label of ``xconv_retries_total``."""
+    if isinstance(exc, RateLimitedError):
+        return "rate_limited"
+    if isinstance(exc, ServerError):
+        return f"http_{exc.status}"
+    if isinstance(exc, TransportError):
+        return "transport"
+    return "other"
+
+
+def _first_parameter(errors: Sequence[Any]) -> str | None:
+    for e in errors:
+        parameter = e.get("parameter") if isinstance(e, dict) else None
+        if parameter:
+            return str(parameter)
+    return None

@@ -33,7 +33,7 @@ from consumer.delivery.backpressure import Backpressure
 from consumer.delivery.batcher import Batch, Batcher, BatchItem
 from consumer.delivery.client import XAdsClient, make_session
 from consumer.delivery.concurrency import AdaptiveLimit, Limiter
-from consumer.delivery.dlq import DeadLetter, DeadLetterWriter, HeaderProducer
+from consumer.delivery.dlq import DeadLetter, DeadLetterSink, HeaderProducer
 from consumer.delivery.ratebudget import RateBudget
 from consumer.delivery.responses import RateLimitHeaders, parse_response
 from consumer.delivery.retry import Backoff
@@ -190,7 +190,7 @@ class Engine:
         self._closing = False
         self._consumer: AIOConsumer | None = None
         self._producer: HeaderProducer | None = None
-        self._dlq: DeadLetterWriter | None = None
+        self._dlq: DeadLetterSink | None = None
         self._session: aiohttp.ClientSession | None = None
         self.counts: Counter[str] = Counter()
         self._dropped_seen: dict[str, int] = {}
@@ -210,8 +210,17 @@ class Engine:
         )
         for account in s.accounts:
             self._accounts[account.account_id] = self._account_state(account)
-        self._producer = HeaderProducer(producer_config(s))
-        self._dlq = DeadLetterWriter(self._producer, s.kafka.dead_letter_topic)
+        dlq_config = producer_config(s)
+        self._producer = HeaderProducer(dlq_config, metrics=self.metrics)
+        self._dlq = DeadLetterSink(
+            self._producer,
+            s.kafka.dead_letter_topic,
+            backoff=self._backoff,
+            metrics=self.metrics,
+            max_record_bytes=int(dlq_config.get("message.max.bytes", 1_000_000)),
+            unknown_topic_grace_s=s.kafka.unknown_topic_grace_s,
+            clock=self._clock,
+        )
         # Two or more workers: rebalance callbacks re-enter the consumer (commit).
         self._consumer = AIOConsumer(consumer_config(s, self._group_id), max_workers=4)
         await self._consumer.subscribe(
@@ -737,7 +746,7 @@ class Engine:
         self, entries: Sequence[tuple[Any, TP, int, int]], letter: DeadLetter
     ) -> None:
         assert self._dlq is not None
-        await asyncio.gather(*(self._dlq.write(msg, letter) for msg, _, _, _ in entries))
+        await self._dlq.write([(msg, letter) for msg, _, _, _ in entries])
         for _, tp, offset, epoch in entries:
             self._tracker.done(tp, offset, epoch)
         self._backpressure.release(len(entries))

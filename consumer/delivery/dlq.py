@@ -46,7 +46,9 @@ class KafkaMessage(Protocol):
     def offset(self) -> int | None: ...
     def key(self) -> bytes | None: ...
     def value(self) -> bytes | None: ...
-    def headers(self) -> list[tuple[str, bytes | None]] | None: ...
+    def headers(
+        self,
+    ) -> Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +67,11 @@ def build_headers(
     source: KafkaMessage, letter: DeadLetter, now: datetime
 ) -> list[tuple[str, bytes]]:
     """Original headers (less old ``xconv.*`` ones) followed by the dead-letter headers."""
-    original = source.headers() or []
-    kept = [(k, v or b"") for k, v in original if not k.startswith(HEADER_PREFIX)]
-    previous = {k: v or b"" for k, v in original if k.startswith(HEADER_PREFIX)}
+    raw = source.headers() or []
+    pairs = raw.items() if isinstance(raw, Mapping) else raw
+    original = [(k, v.encode() if isinstance(v, str) else v or b"") for k, v in pairs]
+    kept = [(k, v) for k, v in original if not k.startswith(HEADER_PREFIX)]
+    previous = {k: v for k, v in original if k.startswith(HEADER_PREFIX)}
     if all(h in previous for h in SOURCE_HEADERS):
         src = [(h, previous[h]) for h in SOURCE_HEADERS]
         replays = int(previous.get("xconv.replays", b"0") or b"0") + 1

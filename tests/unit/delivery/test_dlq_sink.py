@@ -234,6 +234,16 @@ async def test_records_keep_the_original_key_value_and_headers() -> None:
     assert view["time"] == "2026-12-01T20:00:00.000Z"
 
 
+def test_headers_given_as_a_mapping_or_text_become_bytes() -> None:
+    class MappingHeaders(FakeMessage):
+        def headers(self) -> dict[str, str | bytes | None]:  # type: ignore[override]
+            return {"traceparent": "00-abc-01", "empty": None}
+
+    built = build_headers(MappingHeaders(), letter(), NOW)
+    assert built[:2] == [("traceparent", b"00-abc-01"), ("empty", b"")]
+    assert all(isinstance(v, bytes) for _, v in built)
+
+
 async def test_an_empty_batch_produces_nothing() -> None:
     producer = FakeProducer()
     await make_sink(producer).write([])

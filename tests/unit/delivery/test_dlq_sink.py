@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -592,3 +593,15 @@ async def test_too_large_records_match_the_dead_letter_schema() -> None:
         assert not list(check.iter_errors(_schema_view(rec.headers)))
     too_large = [r for r in producer.acked if r.xconv["xconv.reason"] == "too_large"]
     assert len(too_large) == 1
+
+
+def test_the_architecture_doc_names_every_header_and_error_class() -> None:
+    """docs/architecture.md's dead-letter section is checked against the schema and code."""
+    doc = (SCHEMA.parents[1] / "docs" / "architecture.md").read_text()
+    section = doc.split("## Dead-letter records", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(xconv\.[a-z_.]+?)`", section)) - {"xconv.source.*"}
+    documented = set(json.loads(SCHEMA.read_text())["properties"])
+    assert named == documented
+    for kind in ErrorClass:
+        if kind is not ErrorClass.UNKNOWN_TOPIC:  # documented as its error names
+            assert f'{{error="{kind.value}"}}' in section

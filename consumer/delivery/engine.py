@@ -699,20 +699,25 @@ class Engine:
             bad_known=len(plan.bad),
             bisecting=plan.bisecting,
         )
+        letters = []  # one sink write for all bad events, not one acknowledgement each
         for index, errors in plan.bad.items():
             item = batch.items[index]
             message = "; ".join(str(e.get("message", "")) for e in errors)[:500] or str(exc)
-            await self._dead_letter_items(
-                [item],
-                DeadLetter(
-                    reason="api_rejected",
-                    message=message,
-                    field=_first_parameter(errors),
-                    attempts=batch.attempts,
-                    debug_id=exc.debug_id,
-                    errors=list(errors),
-                ),
+            letters.append(
+                (
+                    (item.source, (item.topic, item.partition), item.offset, item.epoch),
+                    DeadLetter(
+                        reason="api_rejected",
+                        message=message,
+                        field=_first_parameter(errors),
+                        attempts=batch.attempts,
+                        debug_id=exc.debug_id,
+                        errors=list(errors),
+                    ),
+                )
             )
+        if letters:
+            await self._dead_letter_each(letters)
         groups = [plan.resend, *plan.halves]
         subs = [batch.subset(group) for group in groups if group]
         await asyncio.gather(*(self._deliver(sub) for sub in subs))
@@ -745,13 +750,19 @@ class Engine:
     async def _dead_letter(
         self, entries: Sequence[tuple[Any, TP, int, int]], letter: DeadLetter
     ) -> None:
+        await self._dead_letter_each([(entry, letter) for entry in entries])
+
+    async def _dead_letter_each(
+        self, entries: Sequence[tuple[tuple[Any, TP, int, int], DeadLetter]]
+    ) -> None:
         assert self._dlq is not None
-        await self._dlq.write([(msg, letter) for msg, _, _, _ in entries])
-        for _, tp, offset, epoch in entries:
+        await self._dlq.write([(msg, letter) for (msg, _, _, _), letter in entries])
+        for (_, tp, offset, epoch), _ in entries:
             self._tracker.done(tp, offset, epoch)
         self._backpressure.release(len(entries))
         self.metrics.events_in_flight.set(self._backpressure.held)
-        self.metrics.events_dead_lettered_total.labels(reason=letter.reason).inc(len(entries))
+        for reason, n in Counter(letter.reason for _, letter in entries).items():
+            self.metrics.events_dead_lettered_total.labels(reason=reason).inc(n)
         self.counts["dead_lettered"] += len(entries)
 
     # -- blocked accounts ------------------------------------------------------------

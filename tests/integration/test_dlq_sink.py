@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,8 +25,11 @@ from consumer.delivery.dlq import (
 from consumer.delivery.retry import Backoff
 from consumer.errors import DeadLetterUnavailable, RetryableError
 from consumer.observability.metrics import Metrics
-from devtools.kafka import free_port
+from consumer.samples import SampleGenerator
+from devtools.kafka import BrokerHandle, free_port
+from tests.fixtures.engine import EngineEnv, wait_until
 from tests.fixtures.kafka import CreateTopic, ProduceMessages, ReadMessages
+from tests.fixtures.sandbox import SandboxHandle
 
 BIG = 1_050_000  # over librdkafka's default message.max.bytes and the broker's 1 MiB + 12
 
@@ -56,11 +60,25 @@ def sink(producer: HeaderProducer, topic: str, metrics: Metrics, **kwargs: Any) 
     )
 
 
-def produce_big(bootstrap: str, topic: str, value: bytes) -> None:
-    """A source record over 1 MB: the source topic and this producer allow 2 MB."""
+def produce_big(bootstrap: str, topic: str, value: bytes) -> tuple[int, int]:
+    """A source record over 1 MB (the topic and this producer allow 2 MB); its position."""
     producer = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 2_000_000})
-    producer.produce(topic, value=value, key=b"order-1", headers=[("traceparent", b"00-ab-01")])
+    where: list[tuple[int, int]] = []
+
+    def delivered(err: KafkaError | None, msg: Any) -> None:
+        assert err is None, err
+        where.append((msg.partition(), msg.offset()))
+
+    producer.produce(
+        topic,
+        value=value,
+        key=b"order-1",
+        headers=[("traceparent", b"00-ab-01")],
+        on_delivery=delivered,
+    )
     assert producer.flush(30) == 0
+    (position,) = where
+    return position
 
 
 @pytest.mark.kafka
@@ -264,3 +282,46 @@ async def test_header_producer_reports_librdkafka_errors_and_bounds_a_full_queue
             await asyncio.wait_for(first, 20)
     finally:
         await producer.close(wait_s=2.0)
+
+
+@pytest.mark.kafka
+@pytest.mark.sandbox
+@pytest.mark.timeout(240)
+def test_the_engine_dead_letters_a_1_05_mb_event_and_commits_past_it(
+    kafka_broker: BrokerHandle, create_topic: CreateTopic, sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    """Issue 9 item 5 end to end: the partition's offset moves past the oversized event."""
+    topic = create_topic(3, config={"max.message.bytes": "2000000"})
+    dlq = create_topic(3, name=f"{topic}.dlq")  # default settings
+    env = EngineEnv(kafka_broker, topic, dlq, f"xconv-test-{uuid.uuid4().hex[:10]}", tmp_path)
+    try:
+        gen = SampleGenerator(seed=23)
+        produced = env.produce(gen.events(60))
+        big = produce_big(env.bootstrap, topic, b"x" * BIG)  # invalid JSON, 1.05 MB
+        produced.merge(env.produce(gen.events(60)))
+        ends = dict(produced.ends)
+        ends[big[0]] = max(ends.get(big[0], 0), big[1] + 1)
+        engine = env.start(env.config(sandbox))
+        tail = env.dead_letters()
+        probe = env.probe()
+
+        def done() -> bool:
+            ids = sandbox.conversion_ids()
+            tail.catch_up()
+            dead = tail.by_source()
+            return (
+                all(cid in ids for cid in produced.valid.values())
+                and set(produced.invalid) <= set(dead)
+                and big in dead
+                and all(probe.committed().get(p, 0) == end for p, end in ends.items())
+            )
+
+        wait_until(done, 150, "delivery, dead letters and commits past the 1.05 MB event")
+        assert engine.terminate() == 0, engine.log_tail()
+        (record,) = tail.by_source()[big]
+        assert record.headers["reason"] == "too_large"
+        assert record.value is not None
+        assert 0 < len(record.value) <= 1_000_000
+        assert record.key == b"order-1"
+    finally:
+        env.close()

@@ -50,6 +50,7 @@ from consumer.errors import (
 )
 from consumer.observability.health import CONSUME_LOOP, HealthState
 from consumer.observability.metrics import Metrics
+from consumer.observability.redact import redact_text
 from consumer.settings import AccountSettings, Settings
 from consumer.transform import Conversion, Transformer
 
@@ -220,6 +221,7 @@ class Engine:
             max_record_bytes=int(dlq_config.get("message.max.bytes", 1_000_000)),
             unknown_topic_grace_s=s.kafka.unknown_topic_grace_s,
             clock=self._clock,
+            redact=redact_text,
         )
         # Two or more workers: rebalance callbacks re-enter the consumer (commit).
         self._consumer = AIOConsumer(consumer_config(s, self._group_id), max_workers=4)

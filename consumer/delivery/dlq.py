@@ -220,9 +220,10 @@ def too_large_records(
     """Ever smaller rewrites of a record too large to be dead-lettered, each within ``limit``.
 
     In order: the value truncated to fit (only when ``truncate``, i.e. the original is
-    over ``limit``), the value omitted, then the original headers dropped too, then the
-    key dropped and only the essential headers kept. Each says ``too_large`` and keeps
-    the original reason and message, the original value's size and the source.
+    over ``limit``); the value omitted; the original headers dropped too; the key
+    dropped instead; both dropped and only the essential headers kept (the original
+    message cut to ``ORIGINAL_MESSAGE_MAX``, no X errors). Each says ``too_large`` and
+    keeps the original reason and message, the original value's size and the source.
     """
     value = source.value() or b""
     key = source.key()
@@ -257,6 +258,7 @@ def too_large_records(
     candidates = [
         Record(key, b"", omitted),
         Record(key, b"", headers("omitted", minimal=False, keep_original=False)),
+        Record(None, b"", omitted),
         Record(None, b"", headers("omitted", minimal=True, keep_original=False)),
     ]
     for candidate in candidates:

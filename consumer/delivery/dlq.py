@@ -123,6 +123,12 @@ def decode_headers(
         "debug_id": raw.get("xconv.x.debug_id"),
         "errors": orjson.loads(raw["xconv.x.errors"]) if "xconv.x.errors" in raw else [],
     }
+    if "xconv.value.size" in raw:  # a too_large record: what it was before it was cut
+        view["original"] = {
+            "reason": raw.get("xconv.original.reason"),
+            "message": raw.get("xconv.original.message"),
+            "value_size": int(raw["xconv.value.size"]),
+        }
     return view
 
 

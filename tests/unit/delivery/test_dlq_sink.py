@@ -232,6 +232,7 @@ async def test_records_keep_the_original_key_value_and_headers() -> None:
     assert rec.headers[0] == ("traceparent", b"00-abc-01")
     view = decode_headers(rec.headers)
     assert view["source"] == {"topic": "purchases", "partition": 3, "offset": 42}
+    assert "original" not in view  # only too_large records have one
     assert view["time"] == "2026-12-01T20:00:00.000Z"
 
 
@@ -331,6 +332,11 @@ async def test_precheck_truncates_a_value_over_max_record_bytes_before_producing
     assert h["xconv.original.reason"] == "schema_violation"
     assert h["xconv.original.message"] == "amount is not a number"
     assert h["xconv.value.size"] == "1050000"
+    assert decode_headers(rec.headers)["original"] == {
+        "reason": "schema_violation",
+        "message": "amount is not a number",
+        "value_size": 1_050_000,
+    }
     assert [h[k] for k in SOURCE_HEADERS] == ["purchases", "3", "42"]
     assert count(metrics, "too_large") == 1
 

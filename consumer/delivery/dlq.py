@@ -489,7 +489,7 @@ class DeadLetterSink:
         outcomes: list[_Outcome] = []
         waiting: list[tuple[_Pending, asyncio.Future[Any]]] = []
         try:
-            for p in batch:
+            for i, p in enumerate(batch):
                 try:
                     future = await self._producer.produce(
                         self._topic,
@@ -497,7 +497,12 @@ class DeadLetterSink:
                         key=p.record.key,
                         headers=p.record.headers,
                     )
-                except (KafkaException, RetryableError) as exc:
+                except RetryableError as exc:
+                    # The local queue stayed full: the rest would only wait as long again
+                    # each, so they all back off with this record.
+                    outcomes.extend(_Outcome(q, exc, crowded=False) for q in batch[i:])
+                    break
+                except KafkaException as exc:
                     outcomes.append(_Outcome(p, exc, crowded=False))  # refused before batching
                 else:
                     waiting.append((p, future))

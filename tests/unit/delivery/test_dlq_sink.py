@@ -287,6 +287,26 @@ async def test_a_full_queue_at_produce_is_retried() -> None:
     assert len(producer.acked) == 1
 
 
+async def test_a_queue_that_stays_full_stops_the_round_instead_of_waiting_per_record() -> None:
+    full: list[int] = []
+
+    class StaysFull(FakeProducer):
+        async def produce(self, topic: str, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+            if len(self.produced) == 3 and len(full) < 2:  # full twice at the 4th record
+                full.append(len(self.produced))
+                raise TransportError("dead-letter producer queue still full after 5.0 s")
+            return await super().produce(topic, *args, **kwargs)
+
+    metrics = Metrics()
+    sleeps = Sleeps()
+    producer = StaysFull()
+    await make_sink(producer, metrics=metrics, sleeps=sleeps).write(entries(10))
+    assert full == [3, 3]  # one refusal per round, not one per remaining record
+    assert len(sleeps.delays) == 2
+    assert sorted(int(r.xconv["xconv.source.offset"]) for r in producer.acked) == list(range(10))
+    assert count(metrics, "retriable") == 7 + 7
+
+
 async def test_attempt_2000_does_not_overflow_and_every_delay_is_capped() -> None:
     sleeps = Sleeps()
     transport = KafkaError(KafkaError._TRANSPORT)

@@ -7,6 +7,9 @@
 - ``AccountBlockedError``: the API refused the account's credentials or access
   (401/403/404). Not the events' fault: hold the account's offsets, stop sending
   for it, report loudly, never dead-letter.
+- ``DeadLetterUnavailable``: the dead-letter topic refuses records for good
+  (authorization, unknown topic past the grace period, a fatal producer error).
+  Nothing can be finished any more: the engine must stop loudly, never retry forever.
 
 Transform rejections are not exceptions: they are values (``consumer.transform``),
 because they are expected on the hot path.
@@ -88,3 +91,11 @@ class AccountBlockedError(XConvError):
         self.status = status
         self.code = code
         self.message = message
+
+
+class DeadLetterUnavailable(XConvError):
+    """The dead-letter topic refuses records for good: the engine must stop loudly.
+
+    Raised for authorization failures, an unknown topic past the grace period and
+    fatal producer errors; the message names the topic and the error, never a record.
+    """

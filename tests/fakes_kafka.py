@@ -153,7 +153,7 @@ class FakeProducer:
         future.set_result(None)
         return future
 
-    async def close(self) -> None:
+    async def close(self, wait_s: float = 10.0) -> None:
         return None
 
 

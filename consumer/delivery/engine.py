@@ -39,7 +39,7 @@ from consumer.delivery.batcher import Batch, Batcher, BatchItem
 from consumer.delivery.client import XAdsClient, make_session
 from consumer.delivery.concurrency import AdaptiveLimit, InFlightLimiter
 from consumer.delivery.deliver import BatchDelivery, DeadLetterSinkLike
-from consumer.delivery.dlq import DeadLetter, DeadLetterWriter, HeaderProducer, KafkaMessage
+from consumer.delivery.dlq import DeadLetter, DeadLetterSink, HeaderProducer
 from consumer.delivery.gate import GateState
 from consumer.delivery.lane import AccountLane, RequestSender
 from consumer.delivery.retry import Backoff
@@ -49,6 +49,7 @@ from consumer.delivery.watermark import OffsetTracker
 from consumer.errors import ConfigError
 from consumer.observability.health import CONSUME_LOOP, HealthState
 from consumer.observability.metrics import Metrics
+from consumer.observability.redact import redact_text
 from consumer.settings import AccountSettings, Settings
 from consumer.transform import Conversion, Transformer
 
@@ -56,6 +57,8 @@ log = structlog.get_logger("xconv.engine")
 # librdkafka's own log lines go through the same processors (and redaction) as ours.
 KAFKA_LOGGER = logging.getLogger("confluent_kafka")
 
+# librdkafka's default message.max.bytes: the largest dead-letter record it will send.
+DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
 # How often the revoke handler looks at the revoked partitions' outstanding events.
 _REVOKE_POLL_S = 0.05
 
@@ -125,16 +128,6 @@ def _default_consumer(conf: dict[str, Any]) -> ConsumerLike:
     return consumer
 
 
-class _WriterSink:
-    """Adapts a one-record ``DeadLetterWriter`` to the sink's batch interface."""
-
-    def __init__(self, writer: DeadLetterWriter) -> None:
-        self._writer = writer
-
-    async def write(self, entries: Sequence[tuple[KafkaMessage, DeadLetter]]) -> None:
-        await asyncio.gather(*(self._writer.write(msg, letter) for msg, letter in entries))
-
-
 class Engine:
     """Runs until ``request_stop()`` (or a failure); then drains within the bound."""
 
@@ -196,6 +189,13 @@ class Engine:
         """Stop fetching; ``run`` then drains, commits and returns."""
         self._stop.set()
 
+    def _producer_error(self, err: KafkaError) -> None:
+        """librdkafka's error_cb for the dead-letter producer: fatal ones stop the engine."""
+        if err.fatal():
+            self._supervisor.fail(
+                TaskFailure("kafka", None, RuntimeError(f"fatal producer error {err.name()}"))
+            )
+
     def _on_failure(self, failure: TaskFailure) -> None:
         self.metrics.task_failures_total.labels(task=failure.kind).inc()
         self.health.set_failed(failure.describe())
@@ -213,13 +213,20 @@ class Engine:
             )
         for account in s.accounts:
             self._lanes[account.account_id] = self._lane(account)
+        pconf = producer_config(s)
         self._producer = (
-            self._producer_factory(producer_config(s))
+            self._producer_factory(pconf)
             if self._producer_factory is not None
-            else HeaderProducer(producer_config(s))
+            else HeaderProducer(pconf, on_error=self._producer_error, metrics=self.metrics)
         )
-        sink: DeadLetterSinkLike = _WriterSink(
-            DeadLetterWriter(self._producer, s.kafka.dead_letter_topic)
+        sink: DeadLetterSinkLike = DeadLetterSink(
+            self._producer,
+            s.kafka.dead_letter_topic,
+            backoff=Backoff(base_s=0.2, cap_s=30.0, rng=self._rng),
+            metrics=self.metrics,
+            max_record_bytes=int(pconf.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES)),
+            unknown_topic_grace_s=s.kafka.unknown_topic_grace_s,
+            redact=redact_text,
         )
         self._delivery = BatchDelivery(
             lanes=self._lanes,
@@ -343,7 +350,7 @@ class Engine:
             stuck = self._source.close_timed_out
         if self._producer is not None and hasattr(self._producer, "close"):
             try:
-                await asyncio.wait_for(self._producer.close(), bound)
+                await asyncio.wait_for(self._producer.close(bound), bound + 1.0)
             except TimeoutError:
                 log.error("dead_letter_producer_close_timed_out", bound_s=bound)
                 stuck = True

@@ -89,6 +89,7 @@ def test_odd_rate_limit_headers_never_stop_delivery(
 ) -> None:
     env = engine_env
     engine = start_engine(env, sandbox)
+    probe = env.probe()
     produced = Produced()
     gen = SampleGenerator(seed=961)
     for n, headers in enumerate(ODD_HEADERS):
@@ -99,8 +100,14 @@ def test_odd_rate_limit_headers_never_stop_delivery(
         delivered(env, sandbox, engine, phase, f"delivery with headers {headers}")
         # The premise: the engine did read answers carrying these headers.
         assert sandbox.stats()["accepted_requests"] > before
+        # Accepted is not enough: the delivery task must finish and its offsets commit.
+        wait_until(
+            committed_at_end(probe, produced),
+            DELIVERY_BOUND_S,
+            f"commits at the end offsets with headers {headers}",
+            on_timeout=engine.log_tail,
+        )
     sandbox.set_faults(header_overrides={})
-    wait_until(committed_at_end(env.probe(), produced), 60, "commits at the end offsets")
     metrics = engine.metrics()
     assert metrics is not None
     assert metrics.get("xconv_task_failures_total", 0.0) == 0, engine.log_tail()

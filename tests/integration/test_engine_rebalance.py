@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.sandbox, pytest.mark.slow]
 
 StartSandbox = Callable[..., SandboxHandle]
 
-MAX_BUFFERED = 300
+MAX_BUFFERED = 500  # the settings' minimum
 FETCH_BATCH = 50
 # The gauge counts offsets from the watermark to the last fetched one; a fetch asks for
 # at most the room left, so one fetch batch is the most it may pass the mark by.

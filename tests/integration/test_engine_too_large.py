@@ -88,7 +88,8 @@ def test_record_too_large_for_the_dead_letter_producer_is_dead_lettered_as_too_l
         produced = env.produce(gen.events(50), id_prefix="before", partition=0)
         # Not JSON (an unterminated string): the transform rejects it, so it must be
         # dead-lettered; it is far too big to go out as it is.
-        value = b'{"event_type": "purchase", "note": "' + b"x" * (BIG - 37)
+        prefix = b'{"event_type": "purchase", "note": "'
+        value = prefix + b"x" * (BIG - len(prefix))
         assert len(value) == BIG
         producer = Producer(
             {"bootstrap.servers": env.bootstrap, "message.max.bytes": SOURCE_MAX_BYTES + 1024}

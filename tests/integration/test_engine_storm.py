@@ -1,0 +1,126 @@
+"""Engine v2: SIGTERM during a rebalance storm, twenty times (issue 9, item 7).
+
+Members join every 1-3 s while two or three are in the group, and each join is met by
+a SIGTERM to the oldest member while the group rebalances. Every exit must come within
+``drain_timeout_s + 3 * call_timeout_s`` (plus process start/exit slack) with code 0
+or 3, and at the end every event is delivered or dead-lettered, no offset was ever
+committed past unfinished work, and the commits reach the log end. On the engine
+before issue 9 a synchronous commit without a timeout could hold the consumer handle
+during the rebalance, and the process ignored its drain bound.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from consumer.samples import SampleGenerator
+from tests.fixtures.engine import EngineEnv, EngineProcess, wait_until
+from tests.fixtures.liveness import (
+    EXIT_SLACK_S,
+    Exit,
+    group_members,
+    shutdown_bound_s,
+    sigterm_and_time,
+)
+from tests.fixtures.sandbox import SandboxHandle
+from tests.integration.test_engine import CommitSampler, all_done, committed_at_end, progress
+
+pytestmark = [pytest.mark.kafka, pytest.mark.sandbox, pytest.mark.slow]
+
+StartSandbox = Callable[..., SandboxHandle]
+
+ROUNDS = 20
+DRAIN_TIMEOUT_S = 2.0
+CALL_TIMEOUT_S = 2.0
+EXIT_BOUND_S = shutdown_bound_s(DRAIN_TIMEOUT_S, CALL_TIMEOUT_S) + EXIT_SLACK_S
+
+
+@pytest.mark.timeout(330)
+def test_sigterm_during_a_rebalance_storm_always_exits_within_the_bound(
+    engine_env: EngineEnv, start_sandbox: StartSandbox
+) -> None:
+    env = engine_env
+    rng = random.Random(941)
+    sandbox = start_sandbox({"faults": {"latency_ms": 20, "latency_jitter_ms": 60}})
+    gen = SampleGenerator(seed=941, invalid_share=0.03)
+    produced = env.produce(gen.events(1000), id_prefix="start")
+    config = env.config(
+        sandbox,
+        kafka={"call_timeout_s": CALL_TIMEOUT_S, "session_timeout_ms": 6000},
+        account={"max_in_flight": 4},
+        batching={"max_events": 40, "linger_ms": 20},
+        delivery={
+            "drain_timeout_s": DRAIN_TIMEOUT_S,
+            "revoke_timeout_s": 1.0,
+            "commit_interval_s": 0.3,
+            "adaptive_concurrency": False,
+        },
+    )
+    exits: dict[str, Exit] = {}
+    waiters: list[threading.Thread] = []
+    mid_rebalance = 0
+
+    def stop(name: str, engine: EngineProcess) -> None:
+        def wait() -> None:
+            exits[name] = sigterm_and_time(engine, EXIT_BOUND_S + 30)
+
+        thread = threading.Thread(target=wait, daemon=True)
+        thread.start()
+        waiters.append(thread)
+
+    alive: list[tuple[str, EngineProcess]] = []
+    with CommitSampler(env, sandbox, produced) as sampler:
+        for n in range(2):
+            alive.append((f"m{n}", env.start(config, name=f"m{n}")))
+        wait_until(
+            lambda: len(sandbox.conversion_ids()) > 0,
+            90,
+            "the first deliveries",
+            on_timeout=progress(sandbox, alive[0][1]),
+        )
+        for round_ in range(ROUNDS):
+            name = f"m{round_ + 2}"
+            alive.append((name, env.start(config, name=name)))
+            produced.merge(env.produce(gen.events(100), id_prefix=f"r{round_}"))
+            # SIGTERM the oldest member as soon as the group rebalances for the newcomer
+            # (bounded: a member that takes long to start is met after a few seconds).
+            deadline = time.monotonic() + rng.uniform(1.0, 3.0) + 3.0
+            state = "STABLE"
+            while time.monotonic() < deadline:
+                state, _ = group_members(env.bootstrap, env.group, env.topic)
+                if state != "STABLE":
+                    break
+                time.sleep(0.1)
+            if state != "STABLE":
+                mid_rebalance += 1
+            if len(alive) > 2:
+                stop(*alive.pop(0))
+            time.sleep(rng.uniform(0.0, 1.0))  # pacing of the storm, not an assertion
+        for thread in waiters:
+            thread.join(EXIT_BOUND_S + 40)
+
+        survivor = alive[-1][1]
+        finished = all_done(sandbox, produced, env)
+        wait_until(finished, 180, "delivery", on_timeout=progress(sandbox, survivor))
+        wait_until(committed_at_end(env.probe(), produced), 90, "commits at the end offsets")
+    for name, engine in alive:
+        exits[name] = sigterm_and_time(engine, EXIT_BOUND_S + 30)
+
+    assert not sampler.errors, sampler.errors
+    assert sampler.problems == [], sampler.problems[:20]  # never committed past undone work
+    assert len(exits) == ROUNDS + 2
+    slow = {n: e for n, e in exits.items() if e.code is None or e.seconds > EXIT_BOUND_S}
+    assert slow == {}, f"exits past {EXIT_BOUND_S:.0f}s: {slow}"
+    codes = {n: e.code for n, e in exits.items() if e.code not in (0, 3)}
+    assert codes == {}, codes
+    # The premise: most SIGTERMs came while the group was rebalancing.
+    assert mid_rebalance >= ROUNDS // 2, mid_rebalance
+    assert set(produced.valid.values()) <= set(sandbox.conversion_ids())
+    tail = env.dead_letters()
+    tail.catch_up()
+    assert set(produced.invalid) <= set(tail.by_source())

@@ -212,8 +212,8 @@ def test_partial_200_is_logged_counted_and_committed(
     assert len(lines) == partial, lines
     for line in lines:
         assert line["level"] == "warning", line
-        assert line["batch_id"], line
-        assert line["debug_id"], line
+        assert line.get("batch_id") is not None, line
+        assert line.get("debug_id"), line  # the sandbox gives every 200 a debug_id
         assert line["sent"] - line["processed"] == min(shortfall, line["sent"]), line
     assert sum(line["sent"] - line["processed"] for line in lines) == unprocessed
     # No resend: X de-duplicates, and the shortfall is the user's signal, not a retry.

@@ -47,10 +47,12 @@ def start_engine(env: EngineEnv, sandbox: SandboxHandle, **sections: Any) -> Eng
 def delivered(
     env: EngineEnv, sandbox: SandboxHandle, engine: EngineProcess, produced: Produced, what: str
 ) -> None:
+    finished = all_done(sandbox, produced, env)
+
     def done() -> bool:
         if not engine.alive():
             raise AssertionError(f"engine exited: {engine.log_tail()}")
-        return bool(all_done(sandbox, produced, env)())
+        return finished()
 
     wait_until(done, DELIVERY_BOUND_S, what, on_timeout=progress(sandbox, engine))
 

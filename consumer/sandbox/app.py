@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from consumer.sandbox.auth import Authenticator
 from consumer.sandbox.config import AccountConfig, FaultConfig, SandboxConfig
-from consumer.sandbox.faults import FaultInjector, FaultKind
+from consumer.sandbox.faults import FaultInjector, FaultKind, html_error_page, processed_count
 from consumer.sandbox.ratelimit import FixedWindowLimiter
 from consumer.sandbox.state import SandboxState
 from consumer.sandbox.validation import (
@@ -50,6 +50,16 @@ _STATUS_ERRORS: Final[dict[int, tuple[str, str]]] = {
     429: ("TOO_MANY_REQUESTS", "Rate limit exceeded"),
     500: ("INTERNAL_ERROR", "Internal error"),
     503: ("SERVICE_UNAVAILABLE", "Service unavailable due to request timeout"),
+}
+
+# Reason phrases for the HTML error pages of ``error_page_html``.
+_STATUS_REASONS: Final[dict[int, str]] = {
+    401: "Authorization Required",
+    403: "Forbidden",
+    404: "Not Found",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Temporarily Unavailable",
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -171,6 +181,9 @@ class Sandbox:
             headers = self._rate_headers(account, rate_headers)
             if headers:
                 response.headers.update(headers)
+            overrides = self.faults.settings.header_overrides
+            if overrides:
+                response.headers.update(overrides)
         self.state.record_status(response.status, account.account_id if account else None)
         return response
 
@@ -196,6 +209,10 @@ class Sandbox:
 
         override = self.faults.status_override(account_id)
         if override is not None:
+            if self.faults.settings.error_page_html:
+                page = html_error_page(override, _STATUS_REASONS.get(override, "Error"))
+                html = web.Response(status=override, text=page, content_type="text/html")
+                return self._answer(account, html, None)
             code, message = _STATUS_ERRORS.get(override, ("INTERNAL_ERROR", "Forced status"))
             return self._answer(account, error_response(override, code, message, params), None)
 
@@ -273,9 +290,13 @@ class Sandbox:
         self.state.record_accepted(
             account_id, account.pixel_id, result.conversions, self._clock(), body
         )
+        processed = processed_count(count, self.faults.settings.processed_shortfall)
+        if processed < count:
+            self.state.faults["partial_200"] += 1
+            self.state.conversions_unprocessed += count - processed
         payload = {
             "request": {"params": params},
-            "data": {"conversions_processed": count, "debug_id": str(uuid.uuid4())},
+            "data": {"conversions_processed": processed, "debug_id": str(uuid.uuid4())},
         }
         log.debug("sandbox accepted request", account_id=account_id, conversions=count)
         return self._answer(account, _json(payload), events.headers())

@@ -8,6 +8,7 @@ credentials below. They are published test values, not secrets.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Self
@@ -24,6 +25,8 @@ DEMO_CONSUMER_SECRET = "xconv-sandbox-demo-consumer-secret"  # noqa: S105 - publ
 DEMO_ACCESS_TOKEN = "1000000000000000001-xconvsandboxdemoaccesstoken"  # noqa: S105
 DEMO_ACCESS_TOKEN_SECRET = "xconv-sandbox-demo-access-token-secret"  # noqa: S105
 DEMO_PIXEL_TOKEN = "xconv-sandbox-demo-pixel-token"  # noqa: S105
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
 
 FAULT_SHARES = ("error_500", "error_503", "error_503_retry_after", "burst_429", "hang", "drop")
 
@@ -71,6 +74,15 @@ class FaultConfig(_Strict):
     latency_jitter_ms: float = Field(default=0.0, ge=0)
     reject_conversion_ids: list[str] = Field(default_factory=list)
     status_overrides: dict[str, int] = Field(default_factory=dict)
+    # Status overrides answer with an HTML page (a proxy's or a wrong base URL's answer)
+    # instead of X's JSON error body.
+    error_page_html: bool = False
+    # Set on every endpoint answer of a known pixel, after the rate-limit headers (so they
+    # replace them): odd or hostile values such as ``x-rate-limit-remaining: inf``.
+    header_overrides: dict[str, str] = Field(default_factory=dict)
+    # Accepted answers report ``conversions_processed`` this much below the number sent
+    # (never below 0); the conversions are still recorded as accepted.
+    processed_shortfall: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _shares_fit(self) -> Self:
@@ -80,6 +92,11 @@ class FaultConfig(_Strict):
         for account_id, status in self.status_overrides.items():
             if not 100 <= status <= 599:
                 raise ValueError(f"status_overrides[{account_id}] must be an HTTP status")
+        for name, value in self.header_overrides.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"header_overrides: {name!r} is not an HTTP header name")
+            if any(ch in value for ch in "\r\n\0"):
+                raise ValueError(f"header_overrides[{name}] must be one line")
         return self
 
 

@@ -71,3 +71,17 @@ class FaultInjector:
 
     def status_override(self, account_id: str) -> int | None:
         return self.settings.status_overrides.get(account_id)
+
+
+def processed_count(sent: int, shortfall: int) -> int:
+    """``conversions_processed`` to report for ``sent`` conversions: a partial success."""
+    return max(0, sent - shortfall)
+
+
+def html_error_page(status: int, reason: str) -> str:
+    """A bare HTML error page, as a proxy or a wrong base URL answers instead of X."""
+    title = f"{status} {reason}"
+    return (
+        "<!DOCTYPE html>\n<html><head><title>"
+        f"{title}</title></head><body><h1>{title}</h1><p>nginx</p></body></html>\n"
+    )

@@ -73,6 +73,8 @@ class SandboxState:
         self._recent_capacity = recent_capacity
         self.requests_by_status: Counter[int] = Counter()
         self.faults: Counter[str] = Counter()
+        # Conversions accepted but reported missing from conversions_processed (faults).
+        self.conversions_unprocessed = 0
         self.auth_failures: Counter[str] = Counter()
         self.accounts: dict[str, AccountStats] = {}
         self._chunks: deque[_Chunk] = deque()
@@ -170,6 +172,7 @@ class SandboxState:
         body = totals.as_json()
         body["requests_by_status"] = _by_status(self.requests_by_status)
         body["faults_injected"] = dict(self.faults)
+        body["conversions_unprocessed"] = self.conversions_unprocessed
         body["auth_failures"] = dict(self.auth_failures)
         body["accounts"] = {name: s.as_json() for name, s in sorted(self.accounts.items())}
         return body

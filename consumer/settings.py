@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import (
@@ -315,6 +316,11 @@ class Settings(BaseSettings):
                 values.append(secret.get_secret_value())
         for extra in (kafka.extra, kafka.producer_extra):
             values.extend(v for k, v in extra.items() if is_secret_key(k))
+        url = urlsplit(self.api.base_url)
+        # user:password@ -> the password; a bare user-info (a token) -> all of it.
+        userinfo = url.password if url.password is not None else url.username
+        if userinfo:
+            values.append(unquote(userinfo))
         for account in self.accounts:
             for field in (
                 account.consumer_key,

@@ -148,6 +148,7 @@ _KEY_WORD: Final = rf"[\w.\-]*(?:{SECRET_WORDS_PATTERN}|signature|{_OAUTH_NAMES}
 # key=value / key: value where the key's last word names a secret.
 _SECRET_KV = re.compile(
     rf"(?i)((?:{SECRET_WORDS_PATTERN}|signature))\b([\"']?\s*[=:]\s*)"
+    r"(?!\[(?:redacted|secret)\])"  # already masked (librdkafka masks its own dump)
     r"(\"[^\"]*\"|'[^']*'|[^\s\"',;&)}\]]+)"
 )
 # Python reprs of pairs, as oauthlib logs its parameters: ('oauth_token', 'value').

@@ -3,18 +3,23 @@
 oauthlib really signs requests here (the sandbox's demo credentials and a set with
 characters that percent-encoding changes), at DEBUG, through ``configure_logging``;
 every captured line is scanned for each secret, the signature and their encoded forms.
+librdkafka runs with a SASL password at debug level against a closed loopback port
+(the SCRAM exchange with the real broker is in tests/integration/test_secret_logs.py).
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import socket
+import time
 from collections.abc import Iterator
 from urllib.parse import quote, unquote
 
 import orjson
 import pytest
 import structlog
+from confluent_kafka import Consumer
 
 from consumer.delivery.auth import OAuth1Auth
 from consumer.observability.logging import configure_logging
@@ -107,3 +112,50 @@ def test_known_secrets_scrub_a_line_with_no_recognisable_shape() -> None:
     assert "dump" in text
     for form in secret_forms(ODD[1]) | secret_forms(ODD[3]):
         assert form not in text
+
+
+def _closed_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port  # nothing listens there any more: every connect is refused
+
+
+SASL_PASSWORD = "sasl-pw/with+odd=chars-0042"
+KEY_PASSWORD = "ssl-key-pw&odd/chars-0043"
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
+def test_librdkafka_debug_lines_carry_no_credential(mechanism: str) -> None:
+    """A consumer with a SASL password, librdkafka at debug=security,broker,conf (its
+    configuration dump included) through the ``confluent_kafka`` logger."""
+    out = io.StringIO()
+    configure_logging("debug", "json", out)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": f"127.0.0.1:{_closed_loopback_port()}",
+            "group.id": "xconv-secrets-test",
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": mechanism,
+            "sasl.username": "xconv-user",
+            "sasl.password": SASL_PASSWORD,
+            "ssl.key.password": KEY_PASSWORD,
+            "debug": "security,broker,conf",
+            "logger": logging.getLogger("confluent_kafka"),
+            "reconnect.backoff.ms": 10,
+        }
+    )
+    try:
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            consumer.poll(0.1)  # librdkafka's log lines are delivered on poll
+    finally:
+        consumer.close()
+    lines = _lines(out)
+    kafka_lines = [line for line in lines if orjson.loads(line)["logger"] == "confluent_kafka"]
+    assert any("sasl.password" in line for line in kafka_lines)  # the dump was logged
+    assert any("Connection refused" in line for line in kafka_lines)
+    forms = secret_forms(SASL_PASSWORD) | secret_forms(KEY_PASSWORD)
+    for line in lines:
+        for form in forms:
+            assert form not in line, (form, line)

@@ -26,20 +26,23 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Final
 
+import orjson
+
 from consumer.observability.secrets import (
-    SECRET as SECRET,  # noqa: PLC0414 - re-exported: the placeholder callers compare to
-)
-from consumer.observability.secrets import (
+    KNOWN_SECRETS,
     SECRET_KEY_PARTS,
     SECRET_KEYS,
     SECRET_WORDS_PATTERN,
     is_secret_key,
     mask_url_userinfo,
     normalise_key,
+)
+from consumer.observability.secrets import (
+    SECRET as SECRET,  # noqa: PLC0414 - re-exported: the placeholder callers compare to
 )
 
 REDACTED: Final = "[redacted]"
@@ -353,3 +356,40 @@ class RedactProcessor:
 
     def __call__(self, logger: object, method_name: str, event_dict: Any) -> Any:
         return redact_event_dict(event_dict, self._passthrough)
+
+
+#: Dead-letter headers whose values are free text (messages, X's errors) and are scanned.
+DEAD_LETTER_TEXT_HEADERS: Final = frozenset({"xconv.message", "xconv.field"})
+DEAD_LETTER_JSON_HEADERS: Final = frozenset({"xconv.x.errors"})
+
+
+def redact_headers(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """Kafka headers as a dead-letter record may carry them: no credential, no PII.
+
+    Any header whose name the classifier calls sensitive (an original ``authorization``
+    header, say) keeps its name with ``[redacted]`` as value; the free-text ``xconv.*``
+    headers are scanned like a log line (``xconv.x.errors`` as JSON, so it stays valid);
+    the coordinates (topic, partition, offset, time, attempts, reason) are left exact.
+    Order and names are kept.
+    """
+    out: list[tuple[str, bytes]] = []
+    for key, value in headers:
+        if is_sensitive_key(key):
+            out.append((key, REDACTED.encode()))
+        elif key in DEAD_LETTER_TEXT_HEADERS:
+            text = KNOWN_SECRETS.scrub(redact_text(value.decode("utf-8", "replace")))
+            out.append((key, text.encode()))
+        elif key in DEAD_LETTER_JSON_HEADERS:
+            out.append((key, _redact_json(value)))
+        else:
+            out.append((key, value))
+    return out
+
+
+def _redact_json(value: bytes) -> bytes:
+    try:
+        decoded = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return KNOWN_SECRETS.scrub(redact_text(value.decode("utf-8", "replace"))).encode()
+    redacted = orjson.dumps(redact_value(decoded))
+    return KNOWN_SECRETS.scrub(redacted.decode()).encode()

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from consumer.observability.redact import is_sensitive_key, redact_event_dict, redact_text
 from consumer.observability.secrets import (
+    KNOWN_SECRETS,
     MASK,
     SECRET,
     KnownSecrets,
@@ -171,3 +172,104 @@ def test_any_registered_secret_never_survives(secret: str) -> None:
     known.add([secret])
     for form in secret_forms(secret):
         assert form not in known.scrub(f"x {form} y")
+
+
+# --- dead-letter headers ------------------------------------------------------------
+
+
+class _Message:
+    """The part of a Kafka message ``build_headers`` reads."""
+
+    def __init__(self, headers: list[tuple[str, bytes | None]]) -> None:
+        self._headers = headers
+
+    def topic(self) -> str:
+        return "purchases"
+
+    def partition(self) -> int:
+        return 3
+
+    def offset(self) -> int:
+        return 1234567
+
+    def key(self) -> bytes | None:
+        return None
+
+    def value(self) -> bytes:
+        return b"{}"
+
+    def headers(self) -> list[tuple[str, bytes | None]]:
+        return self._headers
+
+
+def test_dead_letter_headers_carry_no_credential_and_stay_decodable() -> None:
+    from datetime import UTC, datetime
+
+    from consumer.delivery.dlq import DeadLetter, build_headers, decode_headers
+    from consumer.observability.redact import redact_headers
+
+    known = "registered-secret-value-77"
+    KNOWN_SECRETS.add([known])
+    try:
+        message = _Message(
+            [("authorization", b"Bearer tok-from-producer"), ("trace", b"t-1"), ("empty", None)]
+        )
+        letter = DeadLetter(
+            reason="api_rejected",
+            message=f"X said: token=tok-in-message, url https://u:pw-9@h.example, {known}",
+            field="conversions[0].identifiers[0].hashed_email",
+            attempts=2,
+            debug_id="550e8400-e29b-41d4-a716-446655440000",
+            errors=[{"message": "bad jane@example.com", "parameter": "conversions[0]", "n": 7}],
+        )
+        raw = build_headers(message, letter, datetime(2026, 1, 1, tzinfo=UTC))
+        headers = redact_headers(raw)
+    finally:
+        KNOWN_SECRETS.clear()
+    text = repr(headers)
+    for leaked in ("tok-from-producer", "tok-in-message", "pw-9", known, "jane@example.com"):
+        assert leaked not in text
+    assert [k for k, _ in headers] == [k for k, _ in raw]  # names and order kept
+    assert dict(headers)["authorization"] == b"[redacted]"
+    assert dict(headers)["trace"] == b"t-1"
+    view = decode_headers(headers)
+    assert view["source"] == {"topic": "purchases", "partition": 3, "offset": 1234567}
+    assert view["attempts"] == 2
+    assert view["reason"] == "api_rejected"
+    assert view["field"] == "conversions[0].identifiers[0].hashed_email"
+    assert view["debug_id"] == "550e8400-e29b-41d4-a716-446655440000"
+    assert view["errors"] == [{"message": "bad [email]", "parameter": "conversions[0]", "n": 7}]
+    assert view == decode_headers(redact_headers(headers))  # idempotent
+
+
+def test_logged_exceptions_lose_credentials() -> None:
+    """Exception text goes through the same classifier and scrub as any field."""
+    import io
+    import logging
+
+    import structlog
+
+    from consumer.observability.logging import configure_logging
+
+    root = logging.getLogger()
+    handlers, level, config = list(root.handlers), root.level, structlog.get_config()
+    out = io.StringIO()
+    try:
+        configure_logging("info", "json", out)
+        KNOWN_SECRETS.add(["verbatim-secret-in-exc"])
+        try:
+            raise ConnectionError(
+                "connect https://user:pw-in-url@h.example failed; sasl.password=pw-kv "
+                "('oauth_token', 'tok-pair') verbatim-secret-in-exc"
+            )
+        except ConnectionError:
+            logging.getLogger("aiohttp.client").exception("request failed")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.configure(**config)
+        KNOWN_SECRETS.clear()
+    text = out.getvalue()
+    assert "ConnectionError" in text
+    for leaked in ("pw-in-url", "pw-kv", "tok-pair", "verbatim-secret-in-exc"):
+        assert leaked not in text

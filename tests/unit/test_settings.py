@@ -447,3 +447,36 @@ def test_loading_registers_the_secrets_with_the_log_scrub(config_file: Path) -> 
         assert KNOWN_SECRETS.scrub("x consumer-secret-from-env y") == "x [secret] y"
     finally:
         KNOWN_SECRETS.clear()
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _readme_block(after: str, lang: str) -> str:
+    text = README.read_text(encoding="utf-8")
+    start = text.index(f"```{lang}\n", text.index(after)) + len(lang) + 4
+    return text[start : text.index("```", start)]
+
+
+def test_readme_check_config_sample_matches_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's sample output comes from its own minimal file and one variable."""
+    path = tmp_path / "readme.toml"
+    path.write_text(_readme_block("A minimal file:", "toml"))
+    for name in ("X_CONSUMER_KEY", "X_CONSUMER_SECRET", "X_ACCESS_TOKEN", "X_ACCESS_TOKEN_SECRET"):
+        monkeypatch.setenv(name, f"readme-{name.lower()}")
+    monkeypatch.setenv("XCONV_KAFKA__GROUP_ID", "xconv-eu")
+    assert main(["check-config", "--config", str(path)]) == 0
+    shown = {" ".join(line.split()) for line in capsys.readouterr().out.splitlines()}
+    sample = _readme_block("with its source:", "")
+    for line in sample.strip().splitlines():
+        assert " ".join(line.split()) in shown, line
+
+
+def test_readme_lists_the_exempt_variables() -> None:
+    from consumer.settings_env import NON_SETTING_ENV, NON_SETTING_PREFIXES
+
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    for name in sorted(NON_SETTING_ENV) + [f"{p}*" for p in NON_SETTING_PREFIXES]:
+        assert f"`{name}`" in text, name

@@ -181,6 +181,7 @@ def test_the_repos_own_xconv_variables_are_settings_or_known_non_settings() -> N
         *sorted((REPO / "helm").rglob("*.tpl")),
         *sorted((REPO / "deploy").rglob("*")),
         REPO / "Makefile",
+        REPO / ".ci" / "run",
         REPO / "docker-compose.yml",
         REPO / "Dockerfile",
     ]

@@ -41,6 +41,26 @@ NON_SETTING_ENV: Final = frozenset(
 #: Prefixes of non-setting variables (the test suite's external-broker settings).
 NON_SETTING_PREFIXES: Final = ("XCONV_TEST_",)
 
+# Kubernetes "service links": a Service named xconv (or xconv-…) in the namespace gives
+# every pod XCONV_SERVICE_HOST, XCONV_SERVICE_PORT[_NAME], XCONV_PORT=tcp://…,
+# XCONV_PORT_9464_TCP[_PROTO|_PORT|_ADDR]. No setting has these shapes; a bare
+# ``…_PORT`` only counts when its value is a ``tcp://``-style address, so that a typo
+# such as XCONV_OBSERVABILITY_HTTP_PORT=9464 is still refused.
+_SERVICE_LINK = re.compile(
+    r"^XCONV(?:_[A-Z0-9_]+?)?_(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?|"
+    r"PORT_\d+_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)$"
+)
+_SERVICE_LINK_PORT = re.compile(r"^XCONV(?:_[A-Z0-9_]+?)?_PORT$")
+_SERVICE_LINK_ADDRESS = re.compile(r"^(?:tcp|udp|sctp)://\S+:\d+$")
+
+
+def is_service_link(name: str, value: str) -> bool:
+    """True for the variables Kubernetes sets for a Service whose name starts with xconv."""
+    if _SERVICE_LINK.match(name):
+        return True
+    return bool(_SERVICE_LINK_PORT.match(name) and _SERVICE_LINK_ADDRESS.match(value))
+
+
 Path = tuple[str | int, ...]
 
 
@@ -131,13 +151,15 @@ def closest_setting(name: str, model: type[BaseModel]) -> str | None:
     return matches[0] if matches else None
 
 
-def is_setting_candidate(name: str, referenced: Collection[str] = ()) -> bool:
+def is_setting_candidate(name: str, referenced: Collection[str] = (), value: str = "") -> bool:
     """True for variables that must name a setting: ``XCONV_*`` except the tools' own,
-    and except those a secret reads through ``env:NAME``."""
+    Kubernetes service links, and those a secret reads through ``env:NAME``."""
     upper = name.upper()
     if not upper.startswith(ENV_PREFIX) or name in referenced:
         return False
-    return upper not in NON_SETTING_ENV and not upper.startswith(NON_SETTING_PREFIXES)
+    if upper in NON_SETTING_ENV or upper.startswith(NON_SETTING_PREFIXES):
+        return False
+    return not is_service_link(name, value)
 
 
 def env_overrides(
@@ -153,7 +175,7 @@ def env_overrides(
     overrides: list[EnvOverride] = []
     problems: list[str] = []
     for name in sorted(environ):
-        if not is_setting_candidate(name, referenced):
+        if not is_setting_candidate(name, referenced, environ[name]):
             continue
         segments = name[len(ENV_PREFIX) :].split(DELIMITER)
         resolved = _resolve(model, segments) if all(segments) else None

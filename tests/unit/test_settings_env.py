@@ -65,6 +65,25 @@ def test_non_setting_variables_are_left_alone() -> None:
     assert is_setting_candidate("XCONV_DEMO_PIXEL_TOKEN")
 
 
+def test_kubernetes_service_links_are_not_settings() -> None:
+    links = {
+        "XCONV_SERVICE_HOST": "10.0.0.12",
+        "XCONV_SERVICE_PORT": "9464",
+        "XCONV_SERVICE_PORT_METRICS": "9464",
+        "XCONV_PORT": "tcp://10.0.0.12:9464",
+        "XCONV_PORT_9464_TCP": "tcp://10.0.0.12:9464",
+        "XCONV_PORT_9464_TCP_PROTO": "tcp",
+        "XCONV_PORT_9464_TCP_PORT": "9464",
+        "XCONV_PORT_9464_TCP_ADDR": "10.0.0.12",
+        "XCONV_SANDBOX_SERVICE_HOST": "10.0.0.13",
+        "XCONV_SANDBOX_PORT": "tcp://10.0.0.13:8080",
+    }
+    assert env_overrides(links, Settings) == []
+    # ... but a mistyped port setting is still refused.
+    with pytest.raises(ConfigError, match="did you mean XCONV_OBSERVABILITY__HTTP_PORT"):
+        env_overrides({"XCONV_OBSERVABILITY_HTTP_PORT": "9464"}, Settings)
+
+
 def test_values_are_typed_by_the_model() -> None:
     overrides = env_overrides(
         {

@@ -148,14 +148,16 @@ _SECRET_WORDS: Final = (
 )
 _AUTH_SCHEME_WORDS: Final = ("bearer", "basic", "digest")
 _KEY_WORD: Final = rf"[\w.\-]*(?:{SECRET_WORDS_PATTERN}|signature|{_OAUTH_NAMES})"
+# A quoted value as Python's repr or JSON writes it: backslash escapes inside.
+_QUOTED_VALUE: Final = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""
 # key=value / key: value where the key's last word names a secret.
 _SECRET_KV = re.compile(
     rf"(?i)((?:{SECRET_WORDS_PATTERN}|signature))\b([\"']?\s*[=:]\s*)"
     r"(?!\[(?:redacted|secret)\])"  # already masked (librdkafka masks its own dump)
-    r"(\"[^\"]*\"|'[^']*'|[^\s\"',;&)}\]]+)"
+    rf"({_QUOTED_VALUE}|[^\s\"',;&)}}\]]+)"
 )
 # Python reprs of pairs, as oauthlib logs its parameters: ('oauth_token', 'value').
-_SECRET_PAIR = re.compile(rf"(?i)(['\"]{_KEY_WORD}['\"]\s*,\s*)('[^']*'|\"[^\"]*\")")
+_SECRET_PAIR = re.compile(rf"(?i)(['\"]{_KEY_WORD}['\"]\s*,\s*)({_QUOTED_VALUE})")
 # Percent-encoded key=value inside an encoded query or an OAuth signature base string:
 # oauth_token%3Dvalue%26... (%253D / %2526 once more encoded). The value ends at the
 # encoded separator.

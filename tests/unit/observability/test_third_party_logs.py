@@ -20,6 +20,8 @@ import orjson
 import pytest
 import structlog
 from confluent_kafka import Consumer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from consumer.delivery.auth import OAuth1Auth
 from consumer.observability.logging import configure_logging
@@ -159,3 +161,42 @@ def test_librdkafka_debug_lines_carry_no_credential(mechanism: str) -> None:
     for line in lines:
         for form in forms:
             assert form not in line, (form, line)
+
+
+_CREDENTIAL = st.text(
+    alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=12, max_size=40
+)
+_FRAGMENT = 12  # no run of this many characters of a credential may show
+
+
+def _fragments(value: str) -> set[str]:
+    out: set[str] = set()
+    for form in {value, quote(value, safe="~"), quote(quote(value, safe="~"), safe="~")}:
+        out |= {form[i : i + _FRAGMENT] for i in range(len(form) - _FRAGMENT + 1)}
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(credentials=st.tuples(_CREDENTIAL, _CREDENTIAL, _CREDENTIAL, _CREDENTIAL))
+def test_oauthlib_debug_lines_carry_no_generated_credential(
+    credentials: tuple[str, str, str, str],
+) -> None:
+    """Any printable credentials: the patterns alone (no registered secrets) hold, and
+    not even a 12-character run of a credential (or of its encoded forms) shows."""
+    out = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        configure_logging("debug", "json", out)
+        logging.getLogger("oauthlib").setLevel(logging.DEBUG)
+        signatures = _sign(credentials)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    text = out.getvalue()
+    assert "Collected params" in text
+    for form in _forbidden(credentials, signatures):
+        assert form not in text, form
+    for value in credentials:
+        for fragment in _fragments(value):
+            assert fragment not in text, fragment

@@ -224,7 +224,11 @@ class ObservabilitySettings(_Section):
     http_host: str = "0.0.0.0"  # noqa: S104 - probes and scrapes come from outside the pod
     http_port: int = Field(default=9464, ge=0, le=65535)
     log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        default="info",
+        description="lowest level written; oauthlib's logger stays at info or above "
+        "(its debug lines are signing material)",
+    )
     liveness_stale_s: float = Field(default=60.0, gt=0)
 
 

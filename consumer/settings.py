@@ -35,7 +35,13 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from consumer.errors import ConfigError
 from consumer.observability.secrets import is_secret_key, mask_secrets
-from consumer.settings_env import ENV_PREFIX, EnvOverride, apply_overrides, env_overrides
+from consumer.settings_env import (
+    DELIMITER,
+    ENV_PREFIX,
+    EnvOverride,
+    apply_overrides,
+    env_overrides,
+)
 from consumer.transform.config import RoutingSettings, TransformSettings
 
 CONFIG_ENV = "XCONV_CONFIG"
@@ -236,8 +242,11 @@ class Settings(BaseSettings):
     """Everything ``xconv run`` needs, validated before anything starts."""
 
     model_config = SettingsConfigDict(
+        # Informational (documentation tools read them): the environment is applied by
+        # ``load_settings`` through ``consumer.settings_env`` with the same prefix and
+        # delimiter, not by pydantic-settings' own source.
         env_prefix=ENV_PREFIX,
-        env_nested_delimiter="__",
+        env_nested_delimiter=DELIMITER,
         extra="forbid",
         frozen=True,
     )

@@ -180,11 +180,7 @@ def env_overrides(
         segments = name[len(ENV_PREFIX) :].split(DELIMITER)
         resolved = _resolve(model, segments) if all(segments) else None
         if resolved is None:
-            hint = closest_setting(name, model)
-            problems.append(
-                f"{name} matches no setting"
-                + (f" (did you mean {hint}?)" if hint and hint != name.upper() else "")
-            )
+            problems.append(_unknown(name, segments, model))
             continue
         path, annotation = resolved
         value: Any = environ[name]
@@ -199,6 +195,22 @@ def env_overrides(
         raise ConfigError("environment", "; ".join(problems))
     overrides.sort(key=lambda o: len(o.path))
     return overrides
+
+
+def _unknown(name: str, segments: list[str], model: type[BaseModel]) -> str:
+    """Why ``name`` matches nothing: below a table (set the table as JSON), or the
+    closest valid name."""
+    for depth in range(len(segments) - 1, 0, -1):
+        found = _resolve(model, segments[:depth])
+        if found is not None and get_origin(found[1]) is dict:
+            table = ENV_PREFIX + DELIMITER.join(segments[:depth]).upper()
+            return (
+                f"{name} matches no setting: {_dotted(found[0])} is a table, "
+                f"set it as a JSON object in {table}"
+            )
+    hint = closest_setting(name, model)
+    suggestion = f" (did you mean {hint}?)" if hint and hint != name.upper() else ""
+    return f"{name} matches no setting{suggestion}"
 
 
 def _dotted(path: Path) -> str:

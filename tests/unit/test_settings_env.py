@@ -44,6 +44,21 @@ def test_unknown_variable_is_an_error_naming_the_closest_setting(name: str, hint
     assert closest_setting(name, Settings) == hint
 
 
+@pytest.mark.parametrize(
+    ("name", "table", "variable"),
+    [
+        ("XCONV_KAFKA__EXTRA__FETCH_WAIT_MAX_MS", "kafka.extra", "XCONV_KAFKA__EXTRA"),
+        ("XCONV_ROUTING__ROUTES__SHOP__ACCOUNT_ID", "routing.routes", "XCONV_ROUTING__ROUTES"),
+    ],
+)
+def test_a_key_below_a_table_says_to_set_the_table_as_json(
+    name: str, table: str, variable: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        env_overrides({name: "1"}, Settings)
+    assert f"{table} is a table, set it as a JSON object in {variable}" in str(info.value)
+
+
 def test_every_unknown_variable_is_reported_at_once() -> None:
     with pytest.raises(ConfigError) as info:
         env_overrides({"XCONV_A_B_C_D_E_F_G": "1", "XCONV_KAFKA__NOPE_NOT_HERE": "2"}, Settings)

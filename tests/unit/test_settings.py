@@ -480,3 +480,19 @@ def test_readme_lists_the_exempt_variables() -> None:
     text = " ".join(README.read_text(encoding="utf-8").split())
     for name in sorted(NON_SETTING_ENV) + [f"{p}*" for p in NON_SETTING_PREFIXES]:
         assert f"`{name}`" in text, name
+
+
+def test_no_setting_quotes_a_bad_value_in_its_error() -> None:
+    """Every setting, set from the environment to a value it may refuse."""
+    from consumer.settings import Settings
+    from consumer.settings_env import setting_env_names
+
+    value = "s3cr3t-value-never-echoed"
+    messages: dict[str, str] = {}
+    for name in setting_env_names(Settings):
+        try:
+            load_settings(None, {name: value})
+        except ConfigError as exc:
+            messages[name] = str(exc)
+    assert len(messages) > 40  # most settings are not free strings: the check has teeth
+    assert {name: m for name, m in messages.items() if "s3cr3t" in m} == {}

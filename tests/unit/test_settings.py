@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -12,6 +13,7 @@ import pytest
 from consumer.cli import main
 from consumer.delivery.engine import consumer_config, producer_config
 from consumer.errors import ConfigError
+from consumer.observability.secrets import KNOWN_SECRETS
 from consumer.settings import dotted, leaves, load_settings
 
 BASE = """
@@ -31,6 +33,13 @@ access_token_secret = "file:{secret_file}"
 [routing]
 default = {{ account_id = "18ce552mlaq", pixel_id = "oka17", event_id = "ol288" }}
 """
+
+
+@pytest.fixture(autouse=True)
+def _forget_registered_secrets() -> Iterator[None]:
+    """Loading registers secrets with the process-wide log scrub: undo it per test."""
+    yield
+    KNOWN_SECRETS.clear()
 
 
 @pytest.fixture
@@ -439,14 +448,10 @@ def test_check_config_json_lists_a_source_for_every_value(
 
 def test_loading_registers_the_secrets_with_the_log_scrub(config_file: Path) -> None:
     from consumer.commands.common import load_or_report
-    from consumer.observability.secrets import KNOWN_SECRETS
 
     KNOWN_SECRETS.clear()
-    try:
-        assert load_or_report(config_file) is not None
-        assert KNOWN_SECRETS.scrub("x consumer-secret-from-env y") == "x [secret] y"
-    finally:
-        KNOWN_SECRETS.clear()
+    assert load_or_report(config_file) is not None
+    assert KNOWN_SECRETS.scrub("x consumer-secret-from-env y") == "x [secret] y"
 
 
 README = Path(__file__).resolve().parents[2] / "README.md"

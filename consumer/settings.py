@@ -351,11 +351,13 @@ _QUOTED = re.compile(r"'([^']*)'|\"([^\"]*)\"")
 
 
 def _unquote_values(message: str) -> str:
-    """Drop quoted text longer than an escaped character: it may be a value."""
+    """Drop quoted text longer than an escaped character (it may be a value); keep the
+    parser's own token names such as ``'<stream end>'``."""
 
     def keep_short(match: re.Match[str]) -> str:
         inner = match.group(1) if match.group(1) is not None else match.group(2)
-        return match.group(0) if len(inner) <= 2 else "…"
+        token = re.fullmatch(r"<[a-z ]+>", inner) is not None
+        return match.group(0) if len(inner) <= 2 or token else "…"
 
     return _QUOTED.sub(keep_short, message)
 

@@ -316,7 +316,16 @@ BROKEN_FILES = [
     ("c.toml", "[kafka]\nsasl_password = s3cr3t-on-the-bad-line\n"),
     ("c.toml", '[kafka]\nsasl_password = "s3cr3t-on-the-bad-line" x\n'),
     ("c.toml", '[kafka]\nsasl_password = "a"\nsasl_password = "s3cr3t-on-the-bad-line"\n'),
+    ("c.toml", '[kafka]\nsasl_password = "s3cr3t-on-the-bad-line"\nb = [1,'),
+    ("c.yaml", "kafka:\n  sasl_password: s3cr3t-on-the-bad-line\n  b: [1,"),
 ]
+
+
+def test_syntax_errors_keep_the_parsers_own_words(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("kafka: [1,")
+    with pytest.raises(ConfigError, match="found '<stream end>' at line 1, column 11"):
+        load_settings(path)
 
 
 @pytest.mark.parametrize(("name", "text"), BROKEN_FILES)

@@ -4,7 +4,9 @@ Every record, whether it comes from ``structlog.get_logger()`` or from a stdlib 
 (aiohttp, confluent-kafka's Python logger, asyncio), goes through the same chain:
 timestamp (ISO 8601 UTC), level, logger name, positional-argument formatting, exception
 formatting, then :class:`~consumer.observability.redact.RedactProcessor` as the very last
-step before the renderer, so no line leaves the process unredacted.
+step before the renderer, so no line leaves the process unredacted; after the renderer,
+:class:`ScrubKnownSecrets` removes any configured secret value from the finished line.
+oauthlib's logger is kept at INFO or above (its DEBUG lines are signing material).
 
 Call :func:`configure_logging` once at start-up, before the first log call.
 """

@@ -2,14 +2,20 @@
 
 Two independent nets, so that one mistake in a call site is not enough to leak:
 
-1. **By key name.** A value whose key names a secret or personal field (``password``,
-   ``access_token``, ``email``, ``phone``, ``ip_address``, ``user_agent``...) is replaced by
+1. **By key name.** A value whose key names a secret (the shared classifier,
+   :func:`consumer.observability.secrets.is_secret_key`) or a personal field
+   (``email``, ``phone``, ``ip_address``, ``user_agent``...) is replaced by
    ``[redacted]`` whatever it holds, including nested containers.
 2. **By value pattern.** Every other string (event message, exception text, nested values,
    dict keys) is scanned for e-mail addresses, phone numbers, IPv4/IPv6 addresses and
-   credential shapes (``Bearer x``, ``oauth_signature="x"``, ``password=x``,
-   ``scheme://user:pass@host``); each hit is replaced by a typed placeholder
+   credential shapes (``Bearer x``, ``oauth_signature="x"``, ``password=x``, Python pairs
+   ``('oauth_token', 'x')``, percent-encoded ``oauth_token%3Dx``, ``signature: x``,
+   ``scheme://userinfo@host``); each hit is replaced by a typed placeholder
    (``[email]``, ``[phone]``, ``[ip]``, ``[secret]``).
+
+The third net, the configured secrets' values, runs on the rendered line
+(``consumer.observability.logging.ScrubKnownSecrets``). :func:`redact_headers` applies
+the same rules to dead-letter headers.
 
 Infrastructure addresses are not personal data: values under the keys in
 ``INFRA_ADDRESS_KEYS`` (``bootstrap_servers``, ``listen``, ``base_url``...) keep their IP

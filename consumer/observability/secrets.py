@@ -35,7 +35,6 @@ SECRET_KEY_PARTS: Final = frozenset(
         "secret",
         "token",
         "authorization",
-        "auth_header",
         "cookie",
         "credential",
         "credentials",
@@ -52,6 +51,7 @@ SECRET_KEYS: Final = frozenset(
         "apikey",
         "private_key",
         "proxy_authorization",
+        "auth_header",
         "signing_key",
         "ssl_key_pem",  # librdkafka: the client's private key as PEM text
         "ssl_key",

@@ -273,3 +273,36 @@ def test_logged_exceptions_lose_credentials() -> None:
     assert "ConnectionError" in text
     for leaked in ("pw-in-url", "pw-kv", "tok-pair", "verbatim-secret-in-exc"):
         assert leaked not in text
+
+
+def test_operations_doc_lists_every_key_the_classifiers_use() -> None:
+    """docs/operations.md "Redaction guarantees" names every key part, key and suffix."""
+    from pathlib import Path
+
+    from consumer.observability.redact import PERSONAL_KEY_PARTS, PERSONAL_KEYS
+    from consumer.observability.secrets import SECRET_KEY_PARTS, SECRET_KEY_SUFFIXES, SECRET_KEYS
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "operations.md").read_text()
+    start = doc.index("### Redaction guarantees")
+    section = " ".join(doc[start : doc.index("What is deliberately kept", start)].split())
+    addresses = "street/shipping/billing addresses" in section
+    missing = []
+    for word in sorted(
+        SECRET_KEY_PARTS
+        | SECRET_KEYS
+        | set(SECRET_KEY_SUFFIXES)
+        | PERSONAL_KEY_PARTS
+        | PERSONAL_KEYS
+    ):
+        forms = {f"`{word}`", f"`{word.replace('_', '.')}`", f"`{word.removesuffix('s')}(s)`"}
+        if any(form in section for form in forms):
+            continue
+        if addresses and word in {
+            "street",
+            "street_address",
+            "shipping_address",
+            "billing_address",
+        }:
+            continue
+        missing.append(word)
+    assert missing == []

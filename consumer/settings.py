@@ -37,10 +37,12 @@ from consumer.errors import ConfigError
 from consumer.observability.secrets import is_secret_key, mask_secrets
 from consumer.settings_env import (
     DELIMITER,
-    ENV_PREFIX,
     EnvOverride,
     apply_overrides,
     env_overrides,
+)
+from consumer.settings_env import (
+    ENV_PREFIX as ENV_PREFIX,  # noqa: PLC0414 - re-exported: callers import it from here
 )
 from consumer.transform.config import RoutingSettings, TransformSettings
 

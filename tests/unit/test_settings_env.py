@@ -210,6 +210,7 @@ def test_the_repos_own_xconv_variables_are_settings_or_known_non_settings() -> N
     """devtools, fixtures, compose, chart and CI use XCONV_* names: none may trip the check."""
     sources = [
         *sorted((REPO / "devtools").rglob("*.py")),
+        *sorted((REPO / "devtools").rglob("*.sh")),
         *sorted((REPO / "tests" / "fixtures").rglob("*.py")),
         *sorted((REPO / "helm").rglob("*.yaml")),
         *sorted((REPO / "helm").rglob("*.tpl")),

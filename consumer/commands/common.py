@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from consumer.errors import ConfigError
-from consumer.settings import Settings, load_settings
+from consumer.observability.secrets import KNOWN_SECRETS
+from consumer.settings import LoadedSettings, Settings, load_settings_with_sources
 
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
@@ -19,13 +20,26 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_or_report(path: Path | None, *, for_delivery: bool = True) -> Settings | None:
-    """Load the settings, or print the bad setting and return None."""
+def load_with_sources_or_report(
+    path: Path | None, *, for_delivery: bool = True
+) -> LoadedSettings | None:
+    """Load the settings (and their sources), or print the bad setting and return None.
+
+    The loaded secrets are registered with the log scrub (``KNOWN_SECRETS``) before any
+    component that logs is created, so no later line can carry one verbatim.
+    """
     try:
-        settings = load_settings(path)
+        loaded = load_settings_with_sources(path)
         if for_delivery:
-            settings.require_accounts()
-        return settings
+            loaded.settings.require_accounts()
     except ConfigError as exc:
         sys.stderr.write(f"xconv: invalid configuration: {exc}\n")
         return None
+    KNOWN_SECRETS.add(loaded.settings.secret_values())
+    return loaded
+
+
+def load_or_report(path: Path | None, *, for_delivery: bool = True) -> Settings | None:
+    """Load the settings, or print the bad setting and return None."""
+    loaded = load_with_sources_or_report(path, for_delivery=for_delivery)
+    return loaded.settings if loaded is not None else None

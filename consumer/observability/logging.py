@@ -4,7 +4,9 @@ Every record, whether it comes from ``structlog.get_logger()`` or from a stdlib 
 (aiohttp, confluent-kafka's Python logger, asyncio), goes through the same chain:
 timestamp (ISO 8601 UTC), level, logger name, positional-argument formatting, exception
 formatting, then :class:`~consumer.observability.redact.RedactProcessor` as the very last
-step before the renderer, so no line leaves the process unredacted.
+step before the renderer, so no line leaves the process unredacted; after the renderer,
+:class:`ScrubKnownSecrets` removes any configured secret value from the finished line.
+oauthlib's logger is kept at INFO or above (its DEBUG lines are signing material).
 
 Call :func:`configure_logging` once at start-up, before the first log call.
 """
@@ -20,6 +22,7 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from consumer.observability.redact import RedactProcessor
+from consumer.observability.secrets import KNOWN_SECRETS, KnownSecrets
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -36,6 +39,23 @@ _LEVELS: Final = {
 _LEADING_KEYS: Final = ("timestamp", "level", "logger", "event")
 
 _HANDLER_NAME: Final = "xconv"
+
+#: Third-party loggers whose records below this level print signing material and
+#: nothing an operator needs (oauthlib logs its parameters, the signature base string
+#: and the signature at DEBUG). They stay at INFO whatever ``log_level`` says; the
+#: redaction still covers their lines if someone lowers it again.
+CAPPED_LOGGERS: Final = {"oauthlib": logging.INFO}
+
+#: Loggers that must reach the root handler (and its redaction) even if a library or an
+#: earlier set-up turned propagation off.
+PROPAGATED_LOGGERS: Final = (
+    "aiohttp",
+    "aiohttp.access",
+    "aiohttp.client",
+    "confluent_kafka",
+    "asyncio",
+    "oauthlib",
+)
 
 
 def parse_level(level: str) -> int:
@@ -68,6 +88,26 @@ def _drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> Eve
     # uvicorn-style duplicates of the message carry raw arguments; never render them.
     event_dict.pop("color_message", None)
     return event_dict
+
+
+class ScrubKnownSecrets:
+    """After rendering: replace any configured secret value (and its encoded forms).
+
+    The last net: a line that carries a credential verbatim, with no key or shape the
+    redactor recognises (a library's debug dump), still loses it.
+    """
+
+    __slots__ = ("_known",)
+
+    def __init__(self, known: KnownSecrets = KNOWN_SECRETS) -> None:
+        self._known = known
+
+    def __call__(self, _: WrappedLogger, __: str, rendered: Any) -> Any:
+        if isinstance(rendered, str):
+            return self._known.scrub(rendered)
+        if isinstance(rendered, bytes):
+            return self._known.scrub(rendered.decode("utf-8", "replace")).encode("utf-8")
+        return rendered
 
 
 def _is_tty(stream: TextIO) -> bool:
@@ -113,6 +153,7 @@ def configure_logging(
         RedactProcessor(),  # last before rendering: nothing below may add raw data
         _leading_keys_first,
         build_renderer(fmt, stream),
+        ScrubKnownSecrets(),
     ]
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
@@ -131,8 +172,10 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(numeric_level)
     # Libraries keep their own loggers; only make sure none bypasses the root handler.
-    for name in ("aiohttp", "aiohttp.access", "confluent_kafka", "asyncio"):
+    for name in PROPAGATED_LOGGERS:
         logging.getLogger(name).propagate = True
+    for name, floor in CAPPED_LOGGERS.items():
+        logging.getLogger(name).setLevel(max(floor, numeric_level))
 
     structlog.configure(
         processors=[

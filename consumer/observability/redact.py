@@ -2,14 +2,20 @@
 
 Two independent nets, so that one mistake in a call site is not enough to leak:
 
-1. **By key name.** A value whose key names a secret or personal field (``password``,
-   ``access_token``, ``email``, ``phone``, ``ip_address``, ``user_agent``...) is replaced by
+1. **By key name.** A value whose key names a secret (the shared classifier,
+   :func:`consumer.observability.secrets.is_secret_key`) or a personal field
+   (``email``, ``phone``, ``ip_address``, ``user_agent``...) is replaced by
    ``[redacted]`` whatever it holds, including nested containers.
 2. **By value pattern.** Every other string (event message, exception text, nested values,
    dict keys) is scanned for e-mail addresses, phone numbers, IPv4/IPv6 addresses and
-   credential shapes (``Bearer x``, ``oauth_signature="x"``, ``password=x``,
-   ``scheme://user:pass@host``); each hit is replaced by a typed placeholder
+   credential shapes (``Bearer x``, ``oauth_signature="x"``, ``password=x``, Python pairs
+   ``('oauth_token', 'x')``, percent-encoded ``oauth_token%3Dx``, ``signature: x``,
+   ``scheme://userinfo@host``); each hit is replaced by a typed placeholder
    (``[email]``, ``[phone]``, ``[ip]``, ``[secret]``).
+
+The third net, the configured secrets' values, runs on the rendered line
+(``consumer.observability.logging.ScrubKnownSecrets``). :func:`redact_headers` applies
+the same rules to dead-letter headers.
 
 Infrastructure addresses are not personal data: values under the keys in
 ``INFRA_ADDRESS_KEYS`` (``bootstrap_servers``, ``listen``, ``base_url``...) keep their IP
@@ -26,56 +32,46 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Final
+
+import orjson
+
+from consumer.observability.secrets import (
+    KNOWN_SECRETS,
+    SECRET_KEY_PARTS,
+    SECRET_KEYS,
+    SECRET_WORDS_PATTERN,
+    is_secret_key,
+    mask_url_userinfo,
+    normalise_key,
+)
+from consumer.observability.secrets import (
+    SECRET as SECRET,  # noqa: PLC0414 - re-exported: the placeholder callers compare to
+)
 
 REDACTED: Final = "[redacted]"
 EMAIL: Final = "[email]"
 PHONE: Final = "[phone]"
 IP: Final = "[ip]"
-SECRET: Final = "[secret]"  # noqa: S105 (a placeholder, not a password)
 
 #: Key name parts (after splitting ``snake_case``, ``kebab-case``, ``dotted.keys`` and
-#: ``camelCase``) that make the whole value sensitive.
-SENSITIVE_KEY_PARTS: Final = frozenset(
-    {
-        "password",
-        "passwd",
-        "pwd",
-        "secret",
-        "token",
-        "authorization",
-        "auth_header",
-        "cookie",
-        "credential",
-        "credentials",
-        "signature",
-        "email",
-        "emails",
-        "phone",
-        "phones",
-        "msisdn",
-        "ip",
-        "ipv4",
-        "ipv6",
-    }
+#: ``camelCase``) that make the whole value personal data. Credentials are classified by
+#: :func:`consumer.observability.secrets.is_secret_key` (the one classifier for secrets).
+PERSONAL_KEY_PARTS: Final = frozenset(
+    {"email", "emails", "phone", "phones", "msisdn", "ip", "ipv4", "ipv6"}
 )
 
-#: Whole (normalised) key names that are sensitive although no single part is.
-SENSITIVE_KEYS: Final = frozenset(
+#: Whole (normalised) key names that are personal although no single part is.
+PERSONAL_KEYS: Final = frozenset(
     {
-        "consumer_key",
-        "api_key",
-        "apikey",
-        "private_key",
         "ip_address",
         "user_agent",
         "useragent",
         "remote_addr",
         "x_forwarded_for",
         "forwarded",
-        "proxy_authorization",
         "sasl_username",
         "first_name",
         "last_name",
@@ -88,6 +84,10 @@ SENSITIVE_KEYS: Final = frozenset(
         "zip",
     }
 )
+
+#: Every key part / whole key that redacts a value: secrets and personal data.
+SENSITIVE_KEY_PARTS: Final = SECRET_KEY_PARTS | PERSONAL_KEY_PARTS
+SENSITIVE_KEYS: Final = SECRET_KEYS | PERSONAL_KEYS
 
 #: Keys whose values carry the service's own infrastructure endpoints: IP addresses
 #: under them (recursively) are kept. E-mail/phone/secret patterns still apply.
@@ -109,9 +109,6 @@ INFRA_ADDRESS_KEYS: Final = frozenset(
     }
 )
 
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_KEY_SPLIT = re.compile(r"[_\-.\s]+")
-
 _KEY_PLAIN: Final = 0
 _KEY_SENSITIVE: Final = 1
 _KEY_INFRA: Final = 2
@@ -119,11 +116,10 @@ _KEY_INFRA: Final = 2
 
 @lru_cache(maxsize=4096)
 def _classify_key(key: str) -> int:
-    normal = _KEY_SPLIT.sub("_", _CAMEL.sub("_", key).lower()).strip("_")
-    if normal in SENSITIVE_KEYS:
+    if is_secret_key(key):
         return _KEY_SENSITIVE
-    parts = normal.split("_")
-    if any(part in SENSITIVE_KEY_PARTS for part in parts):
+    normal = normalise_key(key)
+    if normal in PERSONAL_KEYS or any(part in PERSONAL_KEY_PARTS for part in normal.split("_")):
         return _KEY_SENSITIVE
     if normal in INFRA_ADDRESS_KEYS:
         return _KEY_INFRA
@@ -137,23 +133,47 @@ def is_sensitive_key(key: str) -> bool:
 
 # --- value patterns ------------------------------------------------------------------
 
-_URL_USERINFO = re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)")
 _EMAIL_RE = re.compile(
     r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
 )
 # `Bearer x`, `Basic x`: the scheme stays, the credential goes.
 _AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic|digest)(\s+)[A-Za-z0-9._~+/=\-]{6,}")
 # oauth_*="value" inside an OAuth header, except harmless protocol parameters.
-_OAUTH_PARAM = re.compile(
-    r"(?i)\b(oauth_(?:consumer_key|token|signature|nonce|verifier|callback))"
-    r"(\s*=\s*)(\"[^\"]*\"|[^\s,&\"]+)"
+_OAUTH_NAMES: Final = r"oauth_(?:consumer_key|token|signature|nonce|verifier|callback)"
+_OAUTH_PARAM = re.compile(rf"(?i)\b({_OAUTH_NAMES})(\s*=\s*)(\"[^\"]*\"|[^\s,&\"]+)")
+# Cheap substring tests that gate the case-insensitive patterns below (slow in `re`).
+_SECRET_WORDS: Final = (
+    "pass",
+    "secret",
+    "token",
+    "key",
+    "authorization",
+    "cookie",
+    "credential",
+    "sign",
 )
-# key=value / key: value where the key's last word names a secret.
-_SECRET_WORDS: Final = ("pass", "secret", "token", "key", "authorization", "cookie")
 _AUTH_SCHEME_WORDS: Final = ("bearer", "basic", "digest")
+_KEY_WORD: Final = rf"[\w.\-]*(?:{SECRET_WORDS_PATTERN}|signature|{_OAUTH_NAMES})"
+# A quoted value as Python's repr or JSON writes it: backslash escapes inside.
+_QUOTED_VALUE: Final = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""
+# key=value / key: value where the key's last word names a secret.
 _SECRET_KV = re.compile(
-    r"(?i)((?:password|passwd|secret|token|api[_\-]?key|consumer[_\-]key|"
-    r"authorization|cookie))\b([\"']?\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s\"',;&)}\]]+)"
+    rf"(?i)((?:{SECRET_WORDS_PATTERN}|signature))\b([\"']?\s*[=:]\s*)"
+    r"(?!\[(?:redacted|secret)\])"  # already masked (librdkafka masks its own dump)
+    rf"({_QUOTED_VALUE}|[^\s\"',;&)}}\]]+)"
+)
+# Python reprs of pairs, as oauthlib logs its parameters: ('oauth_token', 'value').
+_SECRET_PAIR = re.compile(rf"(?i)(['\"]{_KEY_WORD}['\"]\s*,\s*)({_QUOTED_VALUE})")
+# Percent-encoded key=value inside an encoded query or an OAuth signature base string:
+# oauth_token%3Dvalue%26... (%253D / %2526 once more encoded). The value ends at the
+# encoded separator.
+_SECRET_ENCODED = re.compile(
+    rf"(?i)({_KEY_WORD})(%3D|%253D)((?:[^%&\s,\"']|%(?!26|2526)[0-9A-Fa-f]{{2}})+)"
+)
+# Lines that print signing material bare: "signature base string: POST&...",
+# "signing key: ...", "Signature: ...".
+_SIGNING_LINE = re.compile(
+    r"(?i)\b(base string|signing key|signing string|signature)(\s*[:=]\s*)(\S+)"
 )
 _IPV4 = re.compile(
     r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
@@ -225,23 +245,43 @@ def _keep_two_groups(match: re.Match[str]) -> str:
     return match.group(1) + match.group(2) + SECRET
 
 
-def redact_text(text: str, *, keep_ips: bool = False) -> str:
-    """Replace e-mails, phones, IPs and credential shapes in free text by placeholders."""
-    if "@" in text:
-        if "://" in text:
-            text = _URL_USERINFO.sub(SECRET, text)
-        text = _EMAIL_RE.sub(EMAIL, text)
+def _keep_one_group(match: re.Match[str]) -> str:
+    return match.group(1) + SECRET
+
+
+def _redact_credentials(text: str) -> str:
+    """The credential shapes: schemes, key=value, pairs, percent-encoded, signing lines."""
     # Case-insensitive alternations are slow in `re`: run them only when a keyword is there.
     has_space = " " in text
     has_kv = "=" in text or ":" in text
-    if has_space or has_kv:
-        lower = text.lower()
-        if has_space and any(word in lower for word in _AUTH_SCHEME_WORDS):
-            text = _AUTH_SCHEME.sub(_keep_two_groups, text)
-        if has_kv and any(word in lower for word in _SECRET_WORDS):
-            text = _SECRET_KV.sub(_keep_two_groups, text)
-            if "oauth_" in lower:
-                text = _OAUTH_PARAM.sub(_keep_two_groups, text)
+    has_pair = "," in text and ("'" in text or '"' in text)
+    has_encoded = "%" in text
+    if not (has_space or has_kv or has_pair or has_encoded):
+        return text
+    lower = text.lower()
+    if has_space and any(word in lower for word in _AUTH_SCHEME_WORDS):
+        text = _AUTH_SCHEME.sub(_keep_two_groups, text)
+    if not any(word in lower for word in _SECRET_WORDS):
+        return text
+    if has_kv:
+        text = _SECRET_KV.sub(_keep_two_groups, text)
+        if "oauth_" in lower:
+            text = _OAUTH_PARAM.sub(_keep_two_groups, text)
+        if "sign" in lower or "base string" in lower:
+            text = _SIGNING_LINE.sub(_keep_two_groups, text)
+    if has_pair:
+        text = _SECRET_PAIR.sub(_keep_one_group, text)
+    if has_encoded and ("%3d" in lower or "%253d" in lower):
+        text = _SECRET_ENCODED.sub(_keep_two_groups, text)
+    return text
+
+
+def redact_text(text: str, *, keep_ips: bool = False) -> str:
+    """Replace e-mails, phones, IPs and credential shapes in free text by placeholders."""
+    if "@" in text:
+        text = mask_url_userinfo(text)
+        text = _EMAIL_RE.sub(EMAIL, text)
+    text = _redact_credentials(text)
     if not keep_ips:
         if ":" in text:
             text = _IPV6.sub(_ipv6_sub, text)
@@ -324,3 +364,40 @@ class RedactProcessor:
 
     def __call__(self, logger: object, method_name: str, event_dict: Any) -> Any:
         return redact_event_dict(event_dict, self._passthrough)
+
+
+#: Dead-letter headers whose values are free text (messages, X's errors) and are scanned.
+DEAD_LETTER_TEXT_HEADERS: Final = frozenset({"xconv.message", "xconv.field"})
+DEAD_LETTER_JSON_HEADERS: Final = frozenset({"xconv.x.errors"})
+
+
+def redact_headers(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """Kafka headers as a dead-letter record may carry them: no credential, no PII.
+
+    Any header whose name the classifier calls sensitive (an original ``authorization``
+    header, say) keeps its name with ``[redacted]`` as value; the free-text ``xconv.*``
+    headers are scanned like a log line (``xconv.x.errors`` as JSON, so it stays valid);
+    the coordinates (topic, partition, offset, time, attempts, reason) are left exact.
+    Order and names are kept.
+    """
+    out: list[tuple[str, bytes]] = []
+    for key, value in headers:
+        if is_sensitive_key(key):
+            out.append((key, REDACTED.encode()))
+        elif key in DEAD_LETTER_TEXT_HEADERS:
+            text = KNOWN_SECRETS.scrub(redact_text(value.decode("utf-8", "replace")))
+            out.append((key, text.encode()))
+        elif key in DEAD_LETTER_JSON_HEADERS:
+            out.append((key, _redact_json(value)))
+        else:
+            out.append((key, value))
+    return out
+
+
+def _redact_json(value: bytes) -> bytes:
+    try:
+        decoded = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return KNOWN_SECRETS.scrub(redact_text(value.decode("utf-8", "replace"))).encode()
+    redacted = orjson.dumps(redact_value(decoded))
+    return KNOWN_SECRETS.scrub(redacted.decode()).encode()

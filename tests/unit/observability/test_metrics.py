@@ -41,6 +41,14 @@ EXPECTED = {
     "xconv_dropped_identifiers": ("counter", {"kind"}),
     "xconv_event_loop_lag_seconds": ("gauge", set()),
     "xconv_build_info": ("gauge", {"version"}),
+    "xconv_server_hints_capped": ("counter", {"account", "hint"}),
+    "xconv_events_unprocessed": ("counter", {"account"}),
+    "xconv_account_probes": ("counter", {"account", "outcome"}),
+    "xconv_dead_letter_errors": ("counter", {"error"}),
+    "xconv_kafka_errors": ("counter", {"client", "error"}),
+    "xconv_commits": ("counter", {"outcome"}),
+    "xconv_task_failures": ("counter", {"task"}),
+    "xconv_drain_timeouts": ("counter", set()),
 }
 
 
@@ -68,6 +76,14 @@ def exercise(m: Metrics) -> None:
     m.dropped_identifiers_total.labels(kind="phone").inc()
     m.event_loop_lag_seconds.set(0.001)
     m.set_version("0.1.0")
+    m.server_hints_capped_total.labels(account="18ce552mlaq", hint="retry-after").inc()
+    m.events_unprocessed_total.labels(account="18ce552mlaq").inc()
+    m.account_probes_total.labels(account="18ce552mlaq", outcome="accepted").inc()
+    m.dead_letter_errors_total.labels(error="retriable").inc()
+    m.kafka_errors_total.labels(client="consumer", error="_TRANSPORT").inc()
+    m.commits_total.labels(outcome="ok").inc()
+    m.task_failures_total.labels(task="deliver").inc()
+    m.drain_timeouts_total.inc()
 
 
 def test_every_documented_metric_is_exposed_with_its_type_and_labels() -> None:

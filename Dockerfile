@@ -13,12 +13,20 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/venv
-# Project metadata first so the dependency layer is reused when only code changes.
-COPY pyproject.toml README.md CHANGELOG.md ./
+# Dependencies first, in their own layer, pinned by requirements/constraints.txt (the same
+# pins `make venv` and CI install): this layer is rebuilt only when pyproject.toml or the
+# constraints change, not when only code changes.
+COPY pyproject.toml ./
+COPY requirements/constraints.txt ./requirements/
+RUN python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" >/tmp/requirements.txt \
+ && /opt/venv/bin/pip install -c requirements/constraints.txt -r /tmp/requirements.txt
+# Then the package itself, without touching the dependencies installed above.
+COPY README.md CHANGELOG.md ./
 COPY consumer ./consumer
 COPY schemas ./schemas
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
- && /opt/venv/bin/pip install /wheels/*.whl \
+ && /opt/venv/bin/pip install --no-deps /wheels/*.whl \
+ && /opt/venv/bin/pip check \
  && /opt/venv/bin/python -m compileall -q /opt/venv \
  && /opt/venv/bin/xconv --version
 

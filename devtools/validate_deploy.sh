@@ -12,6 +12,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PY="$ROOT/.venv/bin/python"
 HELM="$ROOT/.tools/bin/helm"
+PROMTOOL="$ROOT/.tools/bin/promtool"
 CHART="$ROOT/helm/xconv"
 KUBE_VERSION=1.37.0
 RUN_TESTS=1
@@ -28,7 +29,7 @@ OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 step() { printf '\n== %s\n' "$*"; }
 
-step "helm (devtools/install_tools.sh)"
+step "helm and promtool (devtools/install_tools.sh)"
 bash "$ROOT/devtools/install_tools.sh"
 
 step "helm lint --strict (default values and ci/*-values.yaml)"
@@ -60,6 +61,10 @@ for values in "$CHART"/ci/*-values.yaml; do
     *) render "$name" -f "$values" ;;
   esac
 done
+
+step "alerting rules: promtool check rules + promtool test rules (synthetic series)"
+"$PROMTOOL" check rules "$CHART/alerts/xconv-rules.yaml"
+"$PROMTOOL" test rules "$CHART/tests/alerts/xconv-rules.test.yaml"
 
 step "docker-compose.yml against the Compose specification"
 "$ROOT/.venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec docker-compose.yml

@@ -36,7 +36,8 @@ FAILING_VALUES = {
     "fail-both-autoscalers-values.yaml": "mutually exclusive",
     "fail-grace-period-values.yaml": "must be greater than config.delivery.drain_timeout_s",
 }
-BASE_KINDS = {"ServiceAccount", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget"}
+# Pod: the `helm test` hook (helm template renders hooks; helm install does not create it).
+BASE_KINDS = {"ServiceAccount", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "Pod"}
 
 
 def _ids(paths: list[Path]) -> list[str]:
@@ -69,7 +70,9 @@ def _annotations(manifests: list[Manifest]) -> dict[str, str]:
 
 
 def _config_toml(manifests: list[Manifest]) -> str:
-    text: str = one(manifests, "ConfigMap")["data"]["config.toml"]
+    maps = [m for m in by_kind(manifests, "ConfigMap") if "config.toml" in m.get("data", {})]
+    assert len(maps) == 1, maps
+    text: str = maps[0]["data"]["config.toml"]
     return text
 
 
@@ -88,6 +91,7 @@ def test_ci_values_files_exist() -> None:
         "servicemonitor-pdb-values.yaml",
         "keda-values.yaml",
         "hpa-values.yaml",
+        "alerts-dashboard-values.yaml",
     } <= names
 
 
@@ -353,3 +357,46 @@ def test_values_schema_covers_every_top_level_value() -> None:
     assert schema["additionalProperties"] is False
     assert set(values) <= set(schema["properties"])
     jsonschema.Draft7Validator(schema).validate(values)
+
+
+def test_startup_probe_guards_slow_starts() -> None:
+    container = _container(_rendered())
+    startup = container["startupProbe"]
+    assert startup["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    # The start-up budget (2 minutes by default) is longer than liveness would allow.
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
+    assert "startupProbe" not in _container(_rendered(sets=("startupProbe.enabled=false",)))
+
+
+def test_helm_test_pod_checks_the_rendered_config_with_the_deployment_env() -> None:
+    manifests = _rendered(CHART / "ci" / "chart-secret-values.yaml")
+    pod = one(manifests, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never"
+    (container,) = spec["containers"]
+    deployment = _container(manifests)
+    assert container["image"] == deployment["image"]
+    assert container["args"] == ["check-config", "--config", "/etc/xconv/config.toml"]
+    assert container["envFrom"] == deployment["envFrom"]
+    assert container["securityContext"] == deployment["securityContext"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    config_map = one([m for m in manifests if "config.toml" in m.get("data", {})], "ConfigMap")
+    assert volumes[mounts["/etc/xconv"]]["configMap"]["name"] == config_map["metadata"]["name"]
+    # Not selected by the Service or the PDB (which select the consumer pods).
+    selector = one(manifests, "Service")["spec"]["selector"]
+    labels = pod["metadata"]["labels"]
+    assert not all(labels.get(k) == v for k, v in selector.items())
+    assert not by_kind(_rendered(sets=("helmTest.enabled=false",)), "Pod")
+
+
+def test_keda_offset_reset_policy_matches_the_consumer() -> None:
+    from consumer.delivery.engine import consumer_config
+    from consumer.settings import Settings
+
+    trigger = one(_rendered(CHART / "ci" / "keda-values.yaml"), "ScaledObject")["spec"]["triggers"]
+    assert (
+        trigger[0]["metadata"]["offsetResetPolicy"]
+        == consumer_config(Settings())["auto.offset.reset"]
+    )

@@ -145,12 +145,11 @@ def test_every_documented_metric_is_emitted(
 
     wait_until(delivered, 180, "delivery through faults", on_timeout=engine.log_tail)
     # Committed offsets and lag are published on the commit interval: wait for them.
-    wait_until(
-        lambda: scrape(engine, seen) or "xconv_consumer_lag" in seen,
-        30,
-        "consumer lag published",
-        on_timeout=engine.log_tail,
-    )
+    def lag_published() -> bool:
+        scrape(engine, seen)
+        return "xconv_consumer_lag" in seen
+
+    wait_until(lag_published, 30, "consumer lag published", on_timeout=engine.log_tail)
 
     # A 401 account: blocked (held), then fixed.
     sandbox.set_faults(

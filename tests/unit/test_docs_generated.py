@@ -1,7 +1,9 @@
 """docs/configuration.md and docs/metrics.md are generated from the code and committed.
 
 They fail here when someone changes a setting or a metric without regenerating, and the
-generator itself fails on a setting without a description or a stale description.
+generator itself fails on a setting without a description or a stale description. The
+hand-written claims of docs/operations.md that name code facts (defaults, logger names,
+label values, the sample log line) are checked against the code too.
 """
 
 from __future__ import annotations
@@ -10,16 +12,18 @@ import difflib
 import re
 from pathlib import Path
 
+import orjson
 import pytest
 from pydantic import BaseModel
 
 from consumer.observability.metrics import (
     DEAD_LETTER_REASON,
     DELIVERY_REASONS,
+    IDENTIFIER_KINDS,
     LabelValues,
     Metrics,
 )
-from consumer.settings import AccountSettings, Settings
+from consumer.settings import AccountSettings, ObservabilitySettings, Settings
 from consumer.transform.types import ReasonCode
 from devtools import docgen, docgen_descriptions
 
@@ -135,3 +139,71 @@ def test_metrics_reference_shows_declared_values() -> None:
     assert "`ip_address`" not in text
     for reason in DELIVERY_REASONS:
         assert f"`{reason}`" in text
+
+
+# --- hand-written docs checked against the code ---------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+OPERATIONS_MD = ROOT / "docs" / "operations.md"
+
+
+def _operations() -> str:
+    return OPERATIONS_MD.read_text(encoding="utf-8")
+
+
+def _code_logger_names() -> set[str]:
+    names: set[str] = set()
+    for path in (ROOT / "consumer").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        names |= set(re.findall(r"get_logger\(\"([a-z_.]+)\"\)", text))
+        names |= set(re.findall(r"logging\.getLogger\(\"([a-z_.]+)\"\)", text))
+    return names
+
+
+def test_operations_liveness_default_is_the_settings_default() -> None:
+    default = ObservabilitySettings().liveness_stale_s
+    text = _operations()
+    assert f"`observability.liveness_stale_s` ({default:g} s by default)" in text
+    assert f'"stale_after_s":{default}' in text
+    assert "30 s by default" not in text
+
+
+def test_operations_logger_names_are_the_code_s() -> None:
+    text = _operations()
+    listed = re.search(r"`logger` \(the component: (.+?)\), `event`", text, re.DOTALL)
+    assert listed is not None
+    names = set(re.findall(r"`([a-z_.]+)`", listed.group(1)))
+    assert names
+    assert names <= _code_logger_names()
+    assert {n for n in _code_logger_names() if n.startswith("xconv.")} <= names
+
+
+def test_operations_sample_log_line_matches_the_engine() -> None:
+    text = _operations()
+    line = next(raw for raw in text.splitlines() if raw.startswith('{"timestamp"'))
+    record = orjson.loads(line)
+    assert list(record)[:4] == ["timestamp", "level", "logger", "event"]
+    assert record["logger"] in _code_logger_names()
+    engine = (ROOT / "consumer" / "delivery" / "engine.py").read_text(encoding="utf-8")
+    assert f'"{record["event"]}"' in engine
+    for key in record:
+        if key not in ("timestamp", "level", "logger", "event"):
+            assert f"{key}=" in engine, key
+    assert Metrics().specs["xconv_retries_total"].labels["cause"].allows(record["cause"])
+
+
+def test_operations_label_values_are_the_declared_ones() -> None:
+    text = " ".join(_operations().split())
+    kinds = re.search(r"`kind` is an identifier kind \(([^)]*)\)", text)
+    assert kinds is not None
+    assert tuple(re.findall(r"`([a-z_]+)`", kinds.group(1))) == IDENTIFIER_KINDS
+    reasons = re.search(r"or the delivery reasons (.+?)\)", text)
+    assert reasons is not None
+    assert set(re.findall(r"`([a-z_]+)`", reasons.group(1))) == set(DELIVERY_REASONS)
+    causes = re.search(r"`cause` is a retry cause \((.+?)\) and", text)
+    assert causes is not None
+    cause_spec = Metrics().specs["xconv_retries_total"].labels["cause"]
+    quoted = re.findall(r"`([a-z_0-9<>]+)`", causes.group(1))
+    assert set(cause_spec.values) <= set(quoted)
+    for value in quoted:
+        assert cause_spec.allows(value) or value == "http_<status>", value

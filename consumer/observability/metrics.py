@@ -321,8 +321,8 @@ class Metrics:
         # --- flow control and offsets --------------------------------------------------
         self.events_in_flight = gauge(
             "events_in_flight",
-            "Events held in memory: per partition, the offsets from the commit watermark "
-            "to the last one fetched.",
+            "Events held in memory: consumed and not yet accepted or dead-lettered "
+            "(the back-pressure count).",
         )
         self.partitions_paused = gauge(
             "partitions_paused", "Assigned partitions paused by back-pressure."

@@ -4,7 +4,7 @@
 #
 #   devtools/validate_deploy.sh            # all checks, then the pytest suite tests/deploy
 #   devtools/validate_deploy.sh --no-tests # only the command-line checks
-#   devtools/validate_deploy.sh --wheel    # also build the wheel into a fresh venv as the
+#   devtools/validate_deploy.sh --wheel    # also install the pinned deps and the wheel into a fresh venv as the
 #                                          # image's builder stage does (needs the package index)
 set -euo pipefail
 
@@ -77,10 +77,13 @@ step "Dockerfile parses (Docker's parser)"
 "$PY" -c 'import dockerfile; print("ok --", len(dockerfile.parse_file("Dockerfile")), "instructions")'
 
 if [[ "$WHEEL" == 1 ]]; then
-  step "wheel build + install into a fresh venv (the image's builder stage, without Docker)"
-  "$PY" -m pip wheel --quiet --no-deps --wheel-dir "$OUT/wheels" .
+  step "pinned dependencies, then the wheel, into a fresh venv (the image's builder stage, without Docker)"
   "$PY" -m venv "$OUT/venv"
-  "$OUT/venv/bin/pip" install --quiet "$OUT"/wheels/*.whl
+  "$PY" -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" >"$OUT/requirements.txt"
+  "$OUT/venv/bin/pip" install --quiet -c requirements/constraints.txt -r "$OUT/requirements.txt"
+  "$PY" -m pip wheel --quiet --no-deps --wheel-dir "$OUT/wheels" .
+  "$OUT/venv/bin/pip" install --quiet --no-deps "$OUT"/wheels/*.whl
+  "$OUT/venv/bin/pip" check
   "$OUT/venv/bin/xconv" --version
 fi
 

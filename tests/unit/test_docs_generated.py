@@ -16,6 +16,7 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
+from consumer.errors import ConfigError
 from consumer.observability.metrics import (
     DEAD_LETTER_REASON,
     DELIVERY_REASONS,
@@ -23,7 +24,7 @@ from consumer.observability.metrics import (
     LabelValues,
     Metrics,
 )
-from consumer.settings import AccountSettings, ObservabilitySettings, Settings
+from consumer.settings import AccountSettings, ObservabilitySettings, Settings, load_settings
 from consumer.transform.types import ReasonCode
 from devtools import docgen, docgen_descriptions
 
@@ -207,3 +208,37 @@ def test_operations_label_values_are_the_declared_ones() -> None:
     assert set(cause_spec.values) <= set(quoted)
     for value in quoted:
         assert cause_spec.allows(value) or value == "http_<status>", value
+
+
+def _invalid_env_value(type_text: str) -> str | None:
+    """A value the setting's type refuses, or None when any string would do."""
+    if type_text.startswith(("int", "float")):
+        return "not-a-number"
+    if type_text.startswith("bool"):
+        return "maybe"
+    if type_text.startswith('`"'):
+        return "no-such-choice"
+    return None
+
+
+def test_every_documented_env_name_reaches_its_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value the type refuses, given under the documented name, is refused naming the key.
+
+    A wrong name would be ignored and the load would succeed, so this checks each name.
+    """
+    monkeypatch.delenv("XCONV_CONFIG", raising=False)
+    checked = 0
+    for _, doc in docgen.walk_settings():
+        if doc is None or "(JSON" in doc.env:
+            continue
+        value = _invalid_env_value(doc.type)
+        if value is None:
+            continue
+        name = doc.env.strip("`")
+        with monkeypatch.context() as env:
+            env.setenv(name, value)
+            with pytest.raises(ConfigError) as caught:
+                load_settings(None)
+        assert caught.value.setting == doc.dotted, (name, caught.value)
+        checked += 1
+    assert checked >= 30  # every int, float, bool and choice key outside lists and tables

@@ -151,6 +151,11 @@ def env_name(path: tuple[str, ...], in_collection: str | None) -> str:
 
 def _description(dotted: str, field: FieldInfo) -> str:
     if field.description:
+        if dotted in DESCRIPTIONS:
+            raise DocgenError(
+                f"setting {dotted} has Field(description=...): drop its entry in "
+                "devtools/docgen_descriptions.py"
+            )
         return field.description
     if dotted in DESCRIPTIONS:
         return DESCRIPTIONS[dotted]

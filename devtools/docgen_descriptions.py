@@ -23,8 +23,10 @@ SECTION_NOTES: Final[dict[str, str]] = {
     '`preset = "custom"` this is the whole mapping; for other presets a key set here '
     "replaces the preset's own source.",
     "transform.mapping.item": "Paths relative to one element of the `items` list.",
-    "routing.default": "The route for events whose routing key matches no `routes` entry.",
-    "routing.routes.<name>": "A route selected when the event's routing key equals `<name>`.",
+    "routing.default": "The route for events whose routing key matches no `routes` entry "
+    "(none by default; when set, its keys without a default are required).",
+    "routing.routes.<name>": "A route selected when the event's routing key equals `<name>` "
+    "(`[routing.routes.<name>]` tables; none by default).",
     "delivery": "Concurrency, back-pressure, retries, commits and shutdown.",
     "observability": "The HTTP listener (`/metrics`, `/healthz`, `/readyz`) and logs.",
 }
@@ -79,8 +81,6 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     "transform.preset": "Input format: a known producer shape, `custom` (the mapping only) "
     "or `auto` (detect canonical, segment, ga4 or shopify per event).",
     "transform.mapping.*": "Source of the canonical field `{key}`.",
-    "transform.mapping.items": "List path ending in `[]` (e.g. `data.lines[]`) of the order's "
-    "items.",
     "transform.mapping.item.*": "Source of the item field `{key}`, relative to one item.",
     "transform.default_phone_region": "Region (ISO 3166 alpha-2) for phone numbers written "
     "without a country code.",

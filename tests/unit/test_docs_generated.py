@@ -82,6 +82,11 @@ def test_every_setting_is_described_and_no_description_is_stale(
     monkeypatch.delitem(docgen_descriptions.DESCRIPTIONS, "kafka.group_id")
     with pytest.raises(docgen.DocgenError, match=r"kafka\.group_id has no description"):
         docgen.render_configuration()
+    monkeypatch.setitem(docgen_descriptions.DESCRIPTIONS, "kafka.group_id", "the group")
+    # transform.mapping.items has Field(description=...): a second text would be ignored.
+    monkeypatch.setitem(docgen_descriptions.DESCRIPTIONS, "transform.mapping.items", "twice")
+    with pytest.raises(docgen.DocgenError, match=r"transform\.mapping\.items has Field"):
+        docgen.render_configuration()
 
 
 def test_env_names_follow_the_settings_prefix_and_nesting() -> None:

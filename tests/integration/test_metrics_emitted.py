@@ -144,6 +144,7 @@ def test_every_documented_metric_is_emitted(
         return must_accept <= set(ids) and must_dead_letter <= set(tail.by_source())
 
     wait_until(delivered, 180, "delivery through faults", on_timeout=engine.log_tail)
+
     # Committed offsets and lag are published on the commit interval: wait for them.
     def lag_published() -> bool:
         scrape(engine, seen)

@@ -5,9 +5,13 @@ helm comes from devtools/install_tools.sh (.tools/bin/helm); without it these te
 
 from __future__ import annotations
 
+import base64
 import copy
 import math
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -400,3 +404,38 @@ def test_keda_offset_reset_policy_matches_the_consumer() -> None:
         trigger[0]["metadata"]["offsetResetPolicy"]
         == consumer_config(Settings())["auto.offset.reset"]
     )
+
+
+@pytest.mark.timeout(120)
+def test_helm_test_pod_command_passes_on_good_config_and_fails_on_a_missing_secret(
+    tmp_path: Path,
+) -> None:
+    """What the hook runs, run here: the Pod's args on the rendered ConfigMap and Secret."""
+    manifests = _rendered(CHART / "ci" / "chart-secret-values.yaml")
+    (container,) = one(manifests, "Pod")["spec"]["containers"]
+    config_dir = tmp_path / "etc-xconv"
+    config_dir.mkdir()
+    (config_dir / "config.toml").write_text(_config_toml(manifests), encoding="utf-8")
+    args = [a.replace("/etc/xconv", str(config_dir)) for a in container["args"]]
+    secret_env = {
+        k: base64.b64decode(v).decode() for k, v in one(manifests, "Secret")["data"].items()
+    }
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("XCONV_")}
+
+    def check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "consumer", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    good = check({**base_env, **secret_env})
+    assert good.returncode == 0, good.stderr
+    assert "configuration is valid" in good.stderr
+    assert secret_env["X_PIXEL_TOKEN"] not in good.stdout + good.stderr
+    missing = check(base_env)
+    assert missing.returncode == 2
+    assert "X_PIXEL_TOKEN" in missing.stdout + missing.stderr

@@ -3,6 +3,11 @@
 Attribute names follow the exposed names without the ``xconv_`` prefix. Use them directly:
 ``metrics.events_sent_total.labels(account=acct).inc(n)``. Label values never carry PII:
 accounts are X ad-account ids, reasons are stable reason codes, statuses are HTTP codes.
+
+Each metric is declared with its labels' values (``LabelValues``: a closed set, a pattern,
+or what an unbounded label holds); ``Metrics().specs`` is the catalogue that
+``python -m devtools.docgen`` renders to docs/metrics.md and that the tests check emitted
+samples against. Code that sets a bounded label should use the constants below.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 #
 # xconv container image.
-#   builder: builds the wheel and installs it into a virtualenv at /opt/venv
+#   builder: installs the pinned dependencies (requirements/constraints.txt), then the
+#            wheel, into a virtualenv at /opt/venv
 #   runtime: the same slim Python base with only that virtualenv copied in
 # The runtime runs as UID/GID 10001, writes nothing outside /tmp, and works with a
 # read-only root filesystem (mount an emptyDir / tmpfs at /tmp).

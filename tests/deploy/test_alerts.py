@@ -185,3 +185,43 @@ def test_dashboard_config_map_ships_the_file() -> None:
 def test_dashboard_panels_use_the_datasource_variable(panel: dict[str, Any]) -> None:
     assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
     assert panel["targets"]
+
+
+def _exposition_of_every_metric() -> str:
+    """``/metrics`` text with one sample of every metric, label values from the declarations."""
+    metrics = Metrics()
+    for spec in metrics.specs.values():
+        metric = getattr(metrics, spec.attribute)
+        if spec.labels:
+            metric = metric.labels(
+                **{k: (v.values[0] if v.values else "x") for k, v in spec.labels.items()}
+            )
+        if spec.type == "counter":
+            metric.inc()
+        elif spec.type == "gauge":
+            metric.set(1)
+        else:
+            metric.observe(1)
+    return metrics.render().decode()
+
+
+def _check_metrics(text: str) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL.is_file(), f"{PROMTOOL} is missing: run devtools/install_tools.sh"
+    return subprocess.run(
+        [str(PROMTOOL), "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_promtool_finds_no_lint_problem_in_the_exposition() -> None:
+    text = _exposition_of_every_metric()
+    families = re.findall(r"^# TYPE (xconv_\S+) ", text, re.MULTILINE)
+    assert {f for f in families if not f.endswith("_created")} == set(Metrics().specs)
+    result = _check_metrics(text)
+    assert result.returncode == 0, result.stdout + result.stderr
+    bad = "# HELP xconv_bad_total x\n# TYPE xconv_bad_total gauge\nxconv_bad_total 1\n"
+    assert _check_metrics(bad).returncode != 0  # the linter does lint

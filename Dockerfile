@@ -16,16 +16,20 @@ WORKDIR /src
 RUN python -m venv /opt/venv
 # Dependencies first, in their own layer, pinned by requirements/constraints.txt (the same
 # pins `make venv` and CI install): this layer is rebuilt only when pyproject.toml or the
-# constraints change, not when only code changes.
+# constraints change, not when only code changes. The build backend (pyproject's
+# build-system) goes, pinned too, into a separate build venv, never into /opt/venv.
 COPY pyproject.toml ./
 COPY requirements/constraints.txt ./requirements/
 RUN python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" >/tmp/requirements.txt \
- && /opt/venv/bin/pip install -c requirements/constraints.txt -r /tmp/requirements.txt
+ && python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires']))" >/tmp/build-requirements.txt \
+ && /opt/venv/bin/pip install -c requirements/constraints.txt -r /tmp/requirements.txt \
+ && python -m venv /opt/build \
+ && /opt/build/bin/pip install -c requirements/constraints.txt -r /tmp/build-requirements.txt
 # Then the package itself, without touching the dependencies installed above.
 COPY README.md CHANGELOG.md ./
 COPY consumer ./consumer
 COPY schemas ./schemas
-RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
+RUN /opt/build/bin/pip wheel --no-build-isolation --no-deps --wheel-dir /wheels . \
  && /opt/venv/bin/pip install --no-deps /wheels/*.whl \
  && /opt/venv/bin/pip check \
  && /opt/venv/bin/python -m compileall -q /opt/venv \

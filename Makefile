@@ -17,16 +17,19 @@ help:
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[dev]'
+	$(BIN)/pip install -q -c $(CONSTRAINTS) --build-constraint $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-# Re-pin after changing dependencies in pyproject.toml: a fresh venv resolves them anew.
+# Re-pin after changing dependencies in pyproject.toml: a fresh venv resolves them anew
+# (the build backend too: --build-constraint pins it in pip's isolated build environment).
 constraints:
 	rm -rf build/constraints-venv
 	$(PYTHON) -m venv build/constraints-venv
 	build/constraints-venv/bin/pip install -q -e '.[dev]'
+	build/constraints-venv/bin/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires']))" \
+	  | xargs build/constraints-venv/bin/pip install -q
 	{ echo "# Pinned dependencies of xconv (runtime and dev). Regenerate: make constraints"; \
 	  build/constraints-venv/bin/pip freeze --exclude-editable; } > $(CONSTRAINTS)
 	rm -rf build/constraints-venv

@@ -81,7 +81,10 @@ if [[ "$WHEEL" == 1 ]]; then
   "$PY" -m venv "$OUT/venv"
   "$PY" -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" >"$OUT/requirements.txt"
   "$OUT/venv/bin/pip" install --quiet -c requirements/constraints.txt -r "$OUT/requirements.txt"
-  "$PY" -m pip wheel --quiet --no-deps --wheel-dir "$OUT/wheels" .
+  "$PY" -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires']))" >"$OUT/build-requirements.txt"
+  "$PY" -m venv "$OUT/build"
+  "$OUT/build/bin/pip" install --quiet -c requirements/constraints.txt -r "$OUT/build-requirements.txt"
+  "$OUT/build/bin/pip" wheel --quiet --no-build-isolation --no-deps --wheel-dir "$OUT/wheels" .
   "$OUT/venv/bin/pip" install --quiet --no-deps "$OUT"/wheels/*.whl
   "$OUT/venv/bin/pip" check
   "$OUT/venv/bin/xconv" --version

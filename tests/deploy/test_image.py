@@ -163,13 +163,15 @@ def _pins() -> dict[str, Version]:
 
 
 def test_constraints_pin_every_dependency_of_pyproject() -> None:
-    """Runtime and dev dependencies are all pinned, at versions pyproject accepts."""
+    """Runtime, dev and build dependencies are all pinned, at versions pyproject accepts."""
     import tomllib
 
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     declared = list(project["dependencies"])
     for extra in project["optional-dependencies"].values():
         declared.extend(extra)
+    build_system = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    declared.extend(build_system["build-system"]["requires"])  # the wheel's build backend
     pins = _pins()
     assert declared
     for text in declared:
@@ -198,6 +200,15 @@ def test_image_and_venv_install_with_the_same_constraints(
     copied_before = {src for c in order[:dep_at] if c.cmd == "COPY" for src in c.value[:-1]}
     assert copied_before == {"pyproject.toml", "requirements/constraints.txt"}
     assert any("pip install --no-deps /wheels/" in r for r in runs)
+    # The build backend: pinned into its own venv, used without build isolation (an
+    # isolated build would fetch the newest backend whatever the pins say).
+    assert (
+        "/opt/build/bin/pip install -c requirements/constraints.txt -r /tmp/build-requirements.txt"
+        in deps[0]
+    )
+    assert any("/opt/build/bin/pip wheel --no-build-isolation --no-deps" in r for r in runs)
     makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
     assert "CONSTRAINTS := requirements/constraints.txt" in makefile
-    assert "pip install -q -c $(CONSTRAINTS) -e '.[dev]'" in makefile
+    assert (
+        "pip install -q -c $(CONSTRAINTS) --build-constraint $(CONSTRAINTS) -e '.[dev]'" in makefile
+    )

@@ -30,7 +30,7 @@ constraints:
 	build/constraints-venv/bin/pip install -q -e '.[dev]'
 	build/constraints-venv/bin/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires']))" \
 	  | xargs build/constraints-venv/bin/pip install -q
-	{ echo "# Pinned dependencies of xconv (runtime and dev). Regenerate: make constraints"; \
+	{ echo "# Pinned dependencies of xconv (runtime, dev and build backend). Regenerate: make constraints"; \
 	  build/constraints-venv/bin/pip freeze --exclude-editable; } > $(CONSTRAINTS)
 	rm -rf build/constraints-venv
 

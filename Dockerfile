@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 #
 # xconv container image.
-#   builder: builds the wheel and installs it into a virtualenv at /opt/venv
+#   builder: installs the pinned dependencies (requirements/constraints.txt), then the
+#            wheel, into a virtualenv at /opt/venv
 #   runtime: the same slim Python base with only that virtualenv copied in
 # The runtime runs as UID/GID 10001, writes nothing outside /tmp, and works with a
 # read-only root filesystem (mount an emptyDir / tmpfs at /tmp).
@@ -13,12 +14,24 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/venv
-# Project metadata first so the dependency layer is reused when only code changes.
-COPY pyproject.toml README.md CHANGELOG.md ./
+# Dependencies first, in their own layer, pinned by requirements/constraints.txt (the same
+# pins `make venv` and CI install): this layer is rebuilt only when pyproject.toml or the
+# constraints change, not when only code changes. The build backend (pyproject's
+# build-system) goes, pinned too, into a separate build venv, never into /opt/venv.
+COPY pyproject.toml ./
+COPY requirements/constraints.txt ./requirements/
+RUN python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" >/tmp/requirements.txt \
+ && python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires']))" >/tmp/build-requirements.txt \
+ && /opt/venv/bin/pip install -c requirements/constraints.txt -r /tmp/requirements.txt \
+ && python -m venv /opt/build \
+ && /opt/build/bin/pip install -c requirements/constraints.txt -r /tmp/build-requirements.txt
+# Then the package itself, without touching the dependencies installed above.
+COPY README.md CHANGELOG.md ./
 COPY consumer ./consumer
 COPY schemas ./schemas
-RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
- && /opt/venv/bin/pip install /wheels/*.whl \
+RUN /opt/build/bin/pip wheel --no-build-isolation --no-deps --wheel-dir /wheels . \
+ && /opt/venv/bin/pip install --no-deps /wheels/*.whl \
+ && /opt/venv/bin/pip check \
  && /opt/venv/bin/python -m compileall -q /opt/venv \
  && /opt/venv/bin/xconv --version
 

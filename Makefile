@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# Every dependency (runtime, dev, transitive) pinned; the Dockerfile installs with the same file.
+CONSTRAINTS := requirements/constraints.txt
 
-.PHONY: help venv kafka-jars tools lint typecheck test test-only demo bench chaos clean
+.PHONY: help venv constraints kafka-jars tools lint typecheck test test-only demo bench chaos clean
 
 help:
 	@echo "make test   - set up everything, lint, type-check, run the whole test suite"
@@ -12,13 +14,25 @@ help:
 	@echo "make bench  - run the benchmarks and rewrite BENCHMARKS.md"
 	@echo "make chaos  - run the chaos harness at full size"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c $(CONSTRAINTS) --build-constraint $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# Re-pin after changing dependencies in pyproject.toml: a fresh venv resolves them anew
+# (the build backend too: --build-constraint pins it in pip's isolated build environment).
+constraints:
+	rm -rf build/constraints-venv
+	$(PYTHON) -m venv build/constraints-venv
+	build/constraints-venv/bin/pip install -q -e '.[dev]'
+	build/constraints-venv/bin/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires']))" \
+	  | xargs build/constraints-venv/bin/pip install -q
+	{ echo "# Pinned dependencies of xconv (runtime, dev and build backend). Regenerate: make constraints"; \
+	  build/constraints-venv/bin/pip freeze --exclude-editable; } > $(CONSTRAINTS)
+	rm -rf build/constraints-venv
 
 kafka-jars: venv
 	$(BIN)/python -m devtools.kafka fetch

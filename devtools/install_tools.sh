@@ -33,3 +33,22 @@ else
   echo "$WANT" >"$STAMP"
 fi
 "$BIN/helm" version --short
+
+# promtool (Prometheus's own rule checker and rule unit-test runner) for the chart's
+# alerting rules. The Go module's v0.3XX.Y is Prometheus 3.XX.Y.
+PROMTOOL_VERSION="${PROMTOOL_VERSION:-v0.316.0}"
+PROMTOOL_STAMP="$BIN/.promtool-build"
+PROMTOOL_WANT="promtool ${PROMTOOL_VERSION}"
+if [[ -x "$BIN/promtool" && -f "$PROMTOOL_STAMP" && "$(cat "$PROMTOOL_STAMP")" == "$PROMTOOL_WANT" ]]; then
+  echo "reusing $PROMTOOL_WANT at $BIN/promtool"
+else
+  if ! command -v go >/dev/null 2>&1; then
+    echo "go toolchain not found: needed to build promtool" >&2
+    exit 1
+  fi
+  echo "building $PROMTOOL_WANT into $BIN (takes a few minutes)"
+  GOBIN="$BIN" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
+    "github.com/prometheus/prometheus/cmd/promtool@${PROMTOOL_VERSION}"
+  echo "$PROMTOOL_WANT" >"$PROMTOOL_STAMP"
+fi
+"$BIN/promtool" --version | head -1

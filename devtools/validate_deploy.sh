@@ -4,7 +4,7 @@
 #
 #   devtools/validate_deploy.sh            # all checks, then the pytest suite tests/deploy
 #   devtools/validate_deploy.sh --no-tests # only the command-line checks
-#   devtools/validate_deploy.sh --wheel    # also build the wheel into a fresh venv as the
+#   devtools/validate_deploy.sh --wheel    # also install the pinned deps and the wheel into a fresh venv as the
 #                                          # image's builder stage does (needs the package index)
 set -euo pipefail
 
@@ -12,6 +12,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PY="$ROOT/.venv/bin/python"
 HELM="$ROOT/.tools/bin/helm"
+PROMTOOL="$ROOT/.tools/bin/promtool"
 CHART="$ROOT/helm/xconv"
 KUBE_VERSION=1.37.0
 RUN_TESTS=1
@@ -28,7 +29,7 @@ OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 step() { printf '\n== %s\n' "$*"; }
 
-step "helm (devtools/install_tools.sh)"
+step "helm and promtool (devtools/install_tools.sh)"
 bash "$ROOT/devtools/install_tools.sh"
 
 step "helm lint --strict (default values and ci/*-values.yaml)"
@@ -61,6 +62,10 @@ for values in "$CHART"/ci/*-values.yaml; do
   esac
 done
 
+step "alerting rules: promtool check rules + promtool test rules (synthetic series)"
+"$PROMTOOL" check rules "$CHART/alerts/xconv-rules.yaml"
+"$PROMTOOL" test rules "$CHART/tests/alerts/xconv-rules.test.yaml"
+
 step "docker-compose.yml against the Compose specification"
 "$ROOT/.venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec docker-compose.yml
 
@@ -72,10 +77,16 @@ step "Dockerfile parses (Docker's parser)"
 "$PY" -c 'import dockerfile; print("ok --", len(dockerfile.parse_file("Dockerfile")), "instructions")'
 
 if [[ "$WHEEL" == 1 ]]; then
-  step "wheel build + install into a fresh venv (the image's builder stage, without Docker)"
-  "$PY" -m pip wheel --quiet --no-deps --wheel-dir "$OUT/wheels" .
+  step "pinned dependencies, then the wheel, into a fresh venv (the image's builder stage, without Docker)"
   "$PY" -m venv "$OUT/venv"
-  "$OUT/venv/bin/pip" install --quiet "$OUT"/wheels/*.whl
+  "$PY" -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" >"$OUT/requirements.txt"
+  "$OUT/venv/bin/pip" install --quiet -c requirements/constraints.txt -r "$OUT/requirements.txt"
+  "$PY" -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires']))" >"$OUT/build-requirements.txt"
+  "$PY" -m venv "$OUT/build"
+  "$OUT/build/bin/pip" install --quiet -c requirements/constraints.txt -r "$OUT/build-requirements.txt"
+  "$OUT/build/bin/pip" wheel --quiet --no-build-isolation --no-deps --wheel-dir "$OUT/wheels" .
+  "$OUT/venv/bin/pip" install --quiet --no-deps "$OUT"/wheels/*.whl
+  "$OUT/venv/bin/pip" check
   "$OUT/venv/bin/xconv" --version
 fi
 

@@ -10,6 +10,7 @@ import sys
 
 import structlog
 
+from consumer import __version__
 from consumer.commands.common import add_config_argument, load_or_report
 from consumer.delivery.engine import DrainReport, Engine
 from consumer.observability.health import HealthServer, HealthState, run_event_loop_heartbeat
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
 async def serve(settings: Settings) -> int:
     """Run the engine with metrics/health until SIGTERM or SIGINT, then drain."""
     metrics = Metrics()
+    metrics.set_version(__version__)
     health = HealthState(
         stale_after_s=settings.observability.liveness_stale_s,
         ready_when_account_blocked=settings.delivery.on_account_blocked == "dead_letter",

@@ -29,7 +29,7 @@ from consumer.delivery.responses import Accepted, RateLimitHeaders, parse_respon
 from consumer.delivery.retry import cap_hint
 from consumer.errors import RateLimitedError, RetryableError, ServerError, TransportError
 from consumer.observability.health import HealthState
-from consumer.observability.metrics import Metrics
+from consumer.observability.metrics import HINT_RATE_LIMIT_RESET, HINT_RETRY_AFTER, Metrics
 from consumer.settings import AccountSettings
 
 log = structlog.get_logger("xconv.engine")
@@ -41,8 +41,6 @@ class RequestSender(Protocol):
     async def send(self, pixel_id: str, body: bytes) -> Response: ...
 
 
-HINT_RETRY_AFTER = "retry_after"
-HINT_RATE_LIMIT_RESET = "rate_limit_reset"
 # X sends the reset in whole epoch seconds and clocks drift: a reset a little beyond
 # one window is normal, not a hint to distrust.
 RESET_SLACK_S = 5.0

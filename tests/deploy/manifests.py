@@ -1,7 +1,7 @@
 """Render the Helm chart and validate Kubernetes manifests offline.
 
 Built-in kinds are checked with ``kubernetes-validate`` (strict: unknown fields fail);
-the custom resources the chart can render (ServiceMonitor, ScaledObject) are checked
+the custom resources the chart can render (ServiceMonitor, PrometheusRule, ScaledObject) are checked
 against the subset schemas shipped in ``crd-schemas/``. Any other kind is an error, so
 a new template cannot slip past validation unnoticed.
 
@@ -33,6 +33,7 @@ KUBE_VERSION = "1.37.0"
 
 CUSTOM_RESOURCES: dict[tuple[str, str], str] = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.monitoring.coreos.com-v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.monitoring.coreos.com-v1.json",
     ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject.keda.sh-v1alpha1.json",
 }
 

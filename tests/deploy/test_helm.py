@@ -5,9 +5,13 @@ helm comes from devtools/install_tools.sh (.tools/bin/helm); without it these te
 
 from __future__ import annotations
 
+import base64
 import copy
 import math
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -36,7 +40,8 @@ FAILING_VALUES = {
     "fail-both-autoscalers-values.yaml": "mutually exclusive",
     "fail-grace-period-values.yaml": "must be greater than config.delivery.drain_timeout_s",
 }
-BASE_KINDS = {"ServiceAccount", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget"}
+# Pod: the `helm test` hook (helm template renders hooks; helm install does not create it).
+BASE_KINDS = {"ServiceAccount", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "Pod"}
 
 
 def _ids(paths: list[Path]) -> list[str]:
@@ -69,7 +74,9 @@ def _annotations(manifests: list[Manifest]) -> dict[str, str]:
 
 
 def _config_toml(manifests: list[Manifest]) -> str:
-    text: str = one(manifests, "ConfigMap")["data"]["config.toml"]
+    maps = [m for m in by_kind(manifests, "ConfigMap") if "config.toml" in m.get("data", {})]
+    assert len(maps) == 1, maps
+    text: str = maps[0]["data"]["config.toml"]
     return text
 
 
@@ -88,6 +95,7 @@ def test_ci_values_files_exist() -> None:
         "servicemonitor-pdb-values.yaml",
         "keda-values.yaml",
         "hpa-values.yaml",
+        "alerts-dashboard-values.yaml",
     } <= names
 
 
@@ -353,3 +361,81 @@ def test_values_schema_covers_every_top_level_value() -> None:
     assert schema["additionalProperties"] is False
     assert set(values) <= set(schema["properties"])
     jsonschema.Draft7Validator(schema).validate(values)
+
+
+def test_startup_probe_guards_slow_starts() -> None:
+    container = _container(_rendered())
+    startup = container["startupProbe"]
+    assert startup["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    # The start-up budget (2 minutes by default) is longer than liveness would allow.
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
+    assert "startupProbe" not in _container(_rendered(sets=("startupProbe.enabled=false",)))
+
+
+def test_helm_test_pod_checks_the_rendered_config_with_the_deployment_env() -> None:
+    manifests = _rendered(CHART / "ci" / "chart-secret-values.yaml")
+    pod = one(manifests, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never"
+    (container,) = spec["containers"]
+    deployment = _container(manifests)
+    assert container["image"] == deployment["image"]
+    assert container["args"] == ["check-config", "--config", "/etc/xconv/config.toml"]
+    assert container["envFrom"] == deployment["envFrom"]
+    assert container["securityContext"] == deployment["securityContext"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    config_map = one([m for m in manifests if "config.toml" in m.get("data", {})], "ConfigMap")
+    assert volumes[mounts["/etc/xconv"]]["configMap"]["name"] == config_map["metadata"]["name"]
+    # Not selected by the Service or the PDB (which select the consumer pods).
+    selector = one(manifests, "Service")["spec"]["selector"]
+    labels = pod["metadata"]["labels"]
+    assert not all(labels.get(k) == v for k, v in selector.items())
+    assert not by_kind(_rendered(sets=("helmTest.enabled=false",)), "Pod")
+
+
+def test_keda_offset_reset_policy_matches_the_consumer() -> None:
+    from consumer.delivery.engine import consumer_config
+    from consumer.settings import Settings
+
+    trigger = one(_rendered(CHART / "ci" / "keda-values.yaml"), "ScaledObject")["spec"]["triggers"]
+    assert (
+        trigger[0]["metadata"]["offsetResetPolicy"]
+        == consumer_config(Settings())["auto.offset.reset"]
+    )
+
+
+@pytest.mark.timeout(120)
+def test_helm_test_pod_command_passes_on_good_config_and_fails_on_a_missing_secret(
+    tmp_path: Path,
+) -> None:
+    """What the hook runs, run here: the Pod's args on the rendered ConfigMap and Secret."""
+    manifests = _rendered(CHART / "ci" / "chart-secret-values.yaml")
+    (container,) = one(manifests, "Pod")["spec"]["containers"]
+    config_dir = tmp_path / "etc-xconv"
+    config_dir.mkdir()
+    (config_dir / "config.toml").write_text(_config_toml(manifests), encoding="utf-8")
+    args = [a.replace("/etc/xconv", str(config_dir)) for a in container["args"]]
+    secret_env = {
+        k: base64.b64decode(v).decode() for k, v in one(manifests, "Secret")["data"].items()
+    }
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("XCONV_")}
+
+    def check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "consumer", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    good = check({**base_env, **secret_env})
+    assert good.returncode == 0, good.stderr
+    assert "configuration is valid" in good.stderr
+    assert secret_env["X_PIXEL_TOKEN"] not in good.stdout + good.stderr
+    missing = check(base_env)
+    assert missing.returncode == 2
+    assert "X_PIXEL_TOKEN" in missing.stdout + missing.stderr

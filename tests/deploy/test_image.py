@@ -9,6 +9,9 @@ from pathlib import Path
 import dockerfile  # type: ignore[import-not-found]
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -139,4 +142,73 @@ def test_pyproject_packages_what_the_image_copies() -> None:
     assert (
         json.dumps(project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"])
         == '["consumer"]'
+    )
+
+
+CONSTRAINTS = REPO_ROOT / "requirements" / "constraints.txt"
+
+
+def _pins() -> dict[str, Version]:
+    pins: dict[str, Version] = {}
+    for raw in CONSTRAINTS.read_text(encoding="utf-8").splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        req = Requirement(line)
+        specs = list(req.specifier)
+        assert len(specs) == 1, f"{line}: pin exactly one version"
+        assert specs[0].operator == "==", f"{line}: pin with =="
+        pins[canonicalize_name(req.name)] = Version(specs[0].version)
+    return pins
+
+
+def test_constraints_pin_every_dependency_of_pyproject() -> None:
+    """Runtime, dev and build dependencies are all pinned, at versions pyproject accepts."""
+    import tomllib
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        declared.extend(extra)
+    build_system = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    declared.extend(build_system["build-system"]["requires"])  # the wheel's build backend
+    pins = _pins()
+    assert declared
+    for text in declared:
+        req = Requirement(text)
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} is not pinned in {CONSTRAINTS.name}: make constraints"
+        assert req.specifier.contains(pins[name], prereleases=True), (
+            f"{name}=={pins[name]} does not satisfy pyproject's {req.specifier}: make constraints"
+        )
+
+
+def test_image_and_venv_install_with_the_same_constraints(
+    stages: list[list[dockerfile.Command]],
+) -> None:
+    builder = stages[0]
+    runs = [" ".join(c.value) for c in _all(builder, "RUN")]
+    deps = [r for r in runs if "-c requirements/constraints.txt" in r]
+    assert len(deps) == 1, runs
+    assert "-r /tmp/requirements.txt" in deps[0]
+    # The dependency layer comes before the code is copied (so code changes reuse it), and
+    # the package is installed on top without resolving dependencies again.
+    order = [c for c in builder if c.cmd in ("COPY", "RUN")]
+    dep_at = next(i for i, c in enumerate(order) if c.cmd == "RUN" and " ".join(c.value) == deps[0])
+    code_at = next(i for i, c in enumerate(order) if c.cmd == "COPY" and "consumer" in c.value)
+    assert dep_at < code_at
+    copied_before = {src for c in order[:dep_at] if c.cmd == "COPY" for src in c.value[:-1]}
+    assert copied_before == {"pyproject.toml", "requirements/constraints.txt"}
+    assert any("pip install --no-deps /wheels/" in r for r in runs)
+    # The build backend: pinned into its own venv, used without build isolation (an
+    # isolated build would fetch the newest backend whatever the pins say).
+    assert (
+        "/opt/build/bin/pip install -c requirements/constraints.txt -r /tmp/build-requirements.txt"
+        in deps[0]
+    )
+    assert any("/opt/build/bin/pip wheel --no-build-isolation --no-deps" in r for r in runs)
+    makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "CONSTRAINTS := requirements/constraints.txt" in makefile
+    assert (
+        "pip install -q -c $(CONSTRAINTS) --build-constraint $(CONSTRAINTS) -e '.[dev]'" in makefile
     )

@@ -30,9 +30,14 @@ DEFECTS: Final[dict[str, str]] = {
     "bad_time": "invalid_time",
     "naive_time": "naive_time",
     "old_time": "time_too_old",
-    "unknown_currency": "unknown_currency",
-    "negative_value": "invalid_value",
-    "zero_quantity": "invalid_number_items",
+}
+
+# Defects of optional fields: the event is still sent, without the field; the
+# (field, reason) the transform reports, and the reason code under ``strict = true``.
+DEGRADING_DEFECTS: Final[dict[str, tuple[tuple[str, str], str]]] = {
+    "unknown_currency": (("currency", "unknown_currency"), "unknown_currency"),
+    "negative_value": (("value", "invalid_value"), "invalid_value"),
+    "zero_quantity": (("item.quantity", "invalid_value"), "invalid_number_items"),
 }
 
 _FIRST: Final = [
@@ -131,10 +136,13 @@ class SampleEvent:
     value: bytes
     defect: str | None = None
     expected_reason: str | None = None
+    # A degrading defect: the (field, reason) the transform leaves out and reports.
+    expected_drop: tuple[str, str] | None = None
 
     @property
     def valid(self) -> bool:
-        return self.defect is None
+        """The transform accepts it (perhaps without a broken optional field)."""
+        return self.expected_reason is None
 
 
 @dataclass(slots=True)
@@ -211,7 +219,8 @@ class SampleGenerator:
             yield self.event()
 
     def event(self, preset: str | None = None, defect: str | None = None) -> SampleEvent:
-        """The next event; ``defect`` forces a defect (a key of ``DEFECTS``)."""
+        """The next event; ``defect`` forces a defect (a key of ``DEFECTS`` or of
+        ``DEGRADING_DEFECTS``)."""
         rng = self._rng
         chosen = preset or rng.choice(self._presets)
         if defect is None and rng.random() < self._invalid_share:
@@ -224,6 +233,8 @@ class SampleGenerator:
         if defect == "malformed_json":
             value = value[: max(1, len(value) // 2)]
         key = str(order.number).encode()
+        if defect in DEGRADING_DEFECTS:
+            return SampleEvent(chosen, key, value, defect, None, DEGRADING_DEFECTS[defect][0])
         return SampleEvent(chosen, key, value, defect, DEFECTS[defect] if defect else None)
 
     def random_defect(self) -> str:
@@ -391,7 +402,10 @@ def _segment(order: _Order, rng: random.Random) -> dict[str, Any]:
             "currency": order.currency,
             "products": [
                 {
-                    "product_id": str(i.product_id),
+                    # Segment's spec shows ObjectId-like ids; stores also use numeric ones
+                    "product_id": f"507f1f77bc{i.product_id:014x}"
+                    if i.product_id % 2
+                    else str(i.product_id),
                     "sku": i.sku,
                     "category": i.category,
                     "name": i.name,

@@ -9,18 +9,31 @@ from consumer.transform.config import (
     TransformSettings,
 )
 from consumer.transform.transformer import Transformer
-from consumer.transform.types import Conversion, ReasonCode, Rejection, Route
+from consumer.transform.types import (
+    Conversion,
+    DropReason,
+    ReasonCode,
+    Rejection,
+    Result,
+    Route,
+    Skip,
+    SkipReason,
+)
 
 __all__ = [
     "Conversion",
+    "DropReason",
     "FieldMapping",
     "ItemMapping",
     "Preset",
     "ReasonCode",
     "Rejection",
+    "Result",
     "Route",
     "RouteSettings",
     "RoutingSettings",
+    "Skip",
+    "SkipReason",
     "TransformSettings",
     "Transformer",
 ]

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from consumer.samples import DEGRADING_DEFECTS, PRESETS, SampleGenerator
 from consumer.sandbox.validation import MAX_CONVERSIONS, accepted_event_ids, validate_body
-from consumer.transform import Conversion, Preset, Rejection, TransformSettings
+from consumer.transform import Conversion, Preset, Rejection, Transformer, TransformSettings
 from consumer.transform.config import FieldMapping, Source
 from consumer.transform.paths import Path, compile_path
 from consumer.transform.presets import PRESETS as FIELD_MAPS
@@ -157,7 +157,9 @@ def preset_events(draw: st.DrawFn, preset: Preset) -> dict[str, Any]:
     return doc
 
 
-TRANSFORMERS = {preset: make(TransformSettings(preset=preset)) for preset in SHAPED}
+TRANSFORMERS: dict[Preset, Transformer] = {
+    preset: make(TransformSettings(preset=preset)) for preset in SHAPED
+}
 
 
 @pytest.mark.parametrize("preset", SHAPED)

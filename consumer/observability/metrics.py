@@ -90,6 +90,18 @@ class Metrics:
             "Identifiers left out of a conversion because they were invalid, per kind.",
             ("kind",),
         )
+        self.fields_dropped_total = counter(
+            "fields_dropped_total",
+            "Optional fields left out of a sent conversion, per canonical field name "
+            "(e.g. item.group_id) and drop reason (e.g. not_integer, pii).",
+            ("field", "reason"),
+        )
+        self.events_skipped_total = counter(
+            "events_skipped_total",
+            "Messages committed without a conversion or a dead letter (Debezium deletes, "
+            "tombstones, truncates, updates), per skip reason.",
+            ("reason",),
+        )
 
         # --- delivery -------------------------------------------------------------------
         self.events_sent_total = counter(

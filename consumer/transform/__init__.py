@@ -1,6 +1,7 @@
 """Purchase events -> X conversions: presets, routing, PII normalisation and hashing."""
 
 from consumer.transform.config import (
+    DebeziumSettings,
     FieldMapping,
     ItemMapping,
     Preset,
@@ -22,6 +23,7 @@ from consumer.transform.types import (
 
 __all__ = [
     "Conversion",
+    "DebeziumSettings",
     "DropReason",
     "FieldMapping",
     "ItemMapping",

@@ -130,7 +130,7 @@ def test_updates_are_orders_when_enabled() -> None:
 
 
 def test_schema_wrapper_decodes_decimals_and_timestamps() -> None:
-    fields = [
+    fields: list[dict[str, Any]] = [
         {"type": "int64", "field": "id"},
         {"type": "string", "field": "email"},
         {

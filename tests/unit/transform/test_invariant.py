@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.samples import DEGRADING_DEFECTS, PRESETS, SampleGenerator
+from consumer.samples import DEGRADING_DEFECTS, EXTRA_PRESETS, PRESETS, SampleGenerator
 from consumer.sandbox.validation import MAX_CONVERSIONS, accepted_event_ids, validate_body
 from consumer.transform import Conversion, Preset, Rejection, Transformer, TransformSettings
 from consumer.transform.config import FieldMapping, Source
@@ -206,7 +206,7 @@ def test_well_formed_events_of_each_preset_are_accepted(preset: Preset) -> None:
     assert emitted == 40
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", PRESETS + EXTRA_PRESETS)
 @pytest.mark.parametrize("strict", [False, True])
 def test_sample_generator_events_pass_the_validator(preset: str, strict: bool) -> None:
     gen = SampleGenerator(seed=7, presets=[preset], invalid_share=0.2, now=lambda: NOW)
@@ -216,10 +216,15 @@ def test_sample_generator_events_pass_the_validator(preset: str, strict: bool) -
         result = transformer.transform(gen.event().value)
         if isinstance(result, Conversion):
             payloads.append(result.payload)
-    for defect in DEGRADING_DEFECTS:
-        result = transformer.transform(gen.event(defect=defect).value)
-        assert isinstance(result, Conversion) is not strict
-        if isinstance(result, Conversion):
+    for defect, (_, strict_reason) in DEGRADING_DEFECTS.items():
+        sample = gen.event(defect=defect)
+        result = transformer.transform(sample.value)
+        if strict:
+            assert isinstance(result, Rejection), result
+            assert result.reason == strict_reason
+        else:
+            assert isinstance(result, Conversion), result
+            assert sample.expected_drop in result.dropped
             payloads.append(result.payload)
     # strict rejects Segment's ObjectId-like product ids (content_group_id) whole
     assert len(payloads) > (MAX_CONVERSIONS * 0.7 if not strict else 10)

@@ -278,8 +278,8 @@ def is_contact_id(text: str) -> bool:
     """
     if "@" in text and _EMAIL_RE.search(text) is not None:
         return True
-    if text.strip(_PHONE_CHARS):
-        return False
+    if text.isdigit() or text.strip(_PHONE_CHARS):
+        return False  # a bare digit run (an order number), or a character no phone has
     return _looks_like_phone(text.strip())
 
 

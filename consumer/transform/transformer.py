@@ -657,6 +657,7 @@ class Transformer:
                     )
         if (
             self._pii
+            and not conversion_id.isdigit()  # integer order ids (Shopify's) are no phone
             and ("@" in conversion_id or not conversion_id.strip(_PHONE_CHARS))
             and is_contact_id(conversion_id)
         ):

@@ -51,6 +51,8 @@ _SKIPS: Final = {
 _UPDATE_SKIP: Final = Skip(SkipReason.UPDATE.value)
 _TOMBSTONE: Final = Skip(SkipReason.TOMBSTONE.value)
 _ROW_OPS: Final = frozenset({"c", "r", "u"})
+# Year 10000: a later epoch is left as it is (the time rule then answers invalid_time).
+_MAX_EPOCH_MS: Final = 253_402_300_800_000
 
 
 def is_envelope(body: dict[str, Any]) -> bool:
@@ -85,6 +87,8 @@ def unwrap_change(
     source_ms: Any = None
     if is_envelope(body):
         op = body.get("op")
+        if type(op) is not str:
+            op = None
         if op in _SKIPS:
             return _SKIPS[op]
         if op not in _ROW_OPS:
@@ -110,7 +114,7 @@ def unwrap_change(
         if deleted is True or deleted == "true":
             return _SKIPS["d"]
         op = row.get("__op")
-        if op is not None:
+        if type(op) is str:
             if op in _SKIPS:
                 return _SKIPS[op]
             if op == "u" and not settings.updates:
@@ -127,10 +131,15 @@ def _field_schema(schema: Any, name: str) -> Any:
     """The schema of struct field ``name`` (Kafka Connect JSON schema), or None."""
     if type(schema) is not dict:
         return None
-    for entry in schema.get("fields") or ():
+    for entry in _fields_of(schema):
         if type(entry) is dict and entry.get("field") == name:
             return entry
     return None
+
+
+def _fields_of(schema: dict[str, Any]) -> list[Any]:
+    fields = schema.get("fields")
+    return fields if type(fields) is list else []
 
 
 def _decode(row: dict[str, Any], schema: Any, settings: DebeziumSettings) -> dict[str, Any]:
@@ -138,12 +147,12 @@ def _decode(row: dict[str, Any], schema: Any, settings: DebeziumSettings) -> dic
     itself when nothing needs decoding)."""
     plan: list[tuple[str, str, Any]] = []
     if type(schema) is dict:
-        for entry in schema.get("fields") or ():
+        for entry in _fields_of(schema):
             if type(entry) is not dict:
                 continue
             name = entry.get("name")
             column = entry.get("field")
-            if type(column) is not str or column not in row:
+            if type(column) is not str or column not in row or type(name) is not str:
                 continue
             if name == _DECIMAL:
                 params = entry.get("parameters")
@@ -171,7 +180,7 @@ def _decode(row: dict[str, Any], schema: Any, settings: DebeziumSettings) -> dic
                     out[column] = orjson.loads(value)
                 except orjson.JSONDecodeError:
                     out[column] = None
-        elif type(value) is int and value >= 0:
+        elif type(value) is int and 0 <= value // _TIMESTAMPS[kind] < _MAX_EPOCH_MS:
             out[column] = format_time_ms(value // _TIMESTAMPS[kind])
     return out
 

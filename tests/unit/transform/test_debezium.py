@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumer.transform import (
@@ -24,10 +24,12 @@ from consumer.transform import (
 from consumer.transform.debezium import decode_decimal, is_debezium
 from consumer.transform.detect import detect_format
 from tests.unit.transform.helpers import NOW, make
+from tests.unit.transform.test_properties import json_values
 
 NOW_MS = int(NOW * 1000)
 VECTOR = "e586883b2b4faf78d48300a79e0e15138d664cdf796ffb86e533170a9893eda8"
 DEBEZIUM = make(TransformSettings(preset="debezium"))
+AUTO = make(TransformSettings(preset="auto"))
 
 
 def b64_decimal(text: str, scale: int) -> str:
@@ -257,3 +259,59 @@ def test_auto_detects_change_events() -> None:
     result = auto.transform(orjson.dumps(envelope("c", row())))
     assert isinstance(result, Conversion)
     assert result.conversion_id == "1001"
+
+
+schema_names = st.sampled_from(
+    [
+        "org.apache.kafka.connect.data.Decimal",
+        "io.debezium.data.VariableScaleDecimal",
+        "io.debezium.time.Timestamp",
+        "io.debezium.time.MicroTimestamp",
+        "io.debezium.time.NanoTimestamp",
+        "io.debezium.data.Json",
+    ]
+)
+columns = st.sampled_from(["id", "total", "created_at", "items", "email", "currency"])
+anything = json_values | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+
+
+@st.composite
+def change_events(draw: st.DrawFn) -> Any:
+    row = (
+        draw(st.dictionaries(columns, anything, max_size=6))
+        if draw(st.booleans())
+        else draw(anything)
+    )
+    fields = draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {"field": columns | anything, "name": schema_names | anything},
+                optional={"parameters": st.fixed_dictionaries({"scale": anything}) | anything},
+            ),
+            max_size=4,
+        )
+        | anything
+    )
+    body: Any = {
+        "op": draw(st.sampled_from(["c", "r", "u", "d", "t"]) | anything),
+        "after": row,
+        "source": draw(st.fixed_dictionaries({"ts_ms": anything}) | anything),
+    }
+    if draw(st.booleans()):
+        body = row if isinstance(row, dict) else body  # flattened
+    if draw(st.booleans()):
+        return {
+            "schema": {"fields": [{"field": "after", "fields": fields}], "x": fields},
+            "payload": body,
+        }
+    return body
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(change_events())
+def test_change_events_never_raise(doc: Any) -> None:
+    for transformer in (DEBEZIUM, AUTO):
+        result = transformer.transform(orjson.dumps(doc))
+        assert isinstance(result, Conversion | Rejection | Skip)
+        if isinstance(result, Rejection):
+            assert result.reason != ReasonCode.INTERNAL_ERROR, (doc, result)

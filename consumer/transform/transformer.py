@@ -698,15 +698,11 @@ class Transformer:
             conversion["contents"] = contents
         if not drops:
             return Conversion(route, conversion_id, _dumps(conversion))
+        dropped = tuple((name, str(reason)) for name, reason in drops)  # plain text labels
         fields = self._counts.fields
-        for drop in drops:
+        for drop in dropped:
             fields[drop] = fields.get(drop, 0) + 1
-        return Conversion(
-            route,
-            conversion_id,
-            _dumps(conversion),
-            tuple((name, str(reason)) for name, reason in drops),
-        )
+        return Conversion(route, conversion_id, _dumps(conversion), dropped)
 
     def _identifiers(
         self, doc: dict[str, Any], drops: list[tuple[str, str]]

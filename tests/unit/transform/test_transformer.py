@@ -238,6 +238,7 @@ def test_invalid_optional_fields_are_left_out_and_counted(
     assert drop in result.dropped
     assert transformer.dropped_fields[drop] >= 1
     assert sum(transformer.dropped_fields.values()) == len(result.dropped)
+    assert all(type(name) is str and type(why) is str for name, why in transformer.dropped_fields)
     sent = {"currency": "price_currency", "number_items": "number_items"}.get(drop[0])
     if sent is not None:
         assert sent not in body

@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka import Producer
 
 from consumer.samples import SampleGenerator, debezium_changes
-from consumer.transform.normalize import hash_email
+from consumer.transform.normalize import hash_email, hash_phone
 from tests.fixtures.engine import EngineEnv, EngineProcess, OffsetsProbe, wait_until
 from tests.fixtures.sandbox import SandboxHandle
 
@@ -189,11 +189,15 @@ def test_no_address_or_number_reaches_the_sandbox_dead_letters_or_logs(
                 "quantity": 1,
             }
         ]
+        cid = hash_email(address) or ""
+        if n % 4 == 3:  # an explicit conversion id that is a phone number
+            doc["conversion_id"] = phone
+            cid = hash_phone(phone, "US") or ""
         if n % 10 == 0:
             doc["event_time"] = "soon"  # dead-lettered: its headers must be clean too
             invalid += 1
         else:
-            ids.add(hash_email(address) or "")
+            ids.add(cid)
         messages.append((orjson.dumps(doc), str(n).encode()))
     # X's error texts echo the values they refuse: make the sandbox refuse one event
     refused = hash_email("jane.roe1@example.org") or ""

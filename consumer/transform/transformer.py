@@ -929,7 +929,7 @@ class Transformer:
             # X types content_group_id as an integer: only integer-like values are sent.
             value = get(group_key) if group_key else group_get(element)
             if type(value) is str and value:
-                text = value.strip()
+                text = value if value.isdigit() else value.strip()  # strip only when needed
                 if text.isdigit() and text.isascii() and len(text) <= MAX_ID_LENGTH:
                     content["content_group_id"] = text
                 elif strict:

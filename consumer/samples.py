@@ -8,6 +8,7 @@ and IPs come from the documentation ranges.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import random
 import time
@@ -22,6 +23,9 @@ import orjson
 import phonenumbers
 
 PRESETS: Final = ("canonical", "segment", "ga4", "shopify")
+# Shapes the generator can also write but "mix" leaves out: Debezium change events of an
+# orders table (creates and snapshot reads; ``debezium_changes`` adds deletes etc.).
+EXTRA_PRESETS: Final = ("debezium",)
 
 # Defects and the reason code the transform must answer with.
 DEFECTS: Final[dict[str, str]] = {
@@ -30,9 +34,14 @@ DEFECTS: Final[dict[str, str]] = {
     "bad_time": "invalid_time",
     "naive_time": "naive_time",
     "old_time": "time_too_old",
-    "unknown_currency": "unknown_currency",
-    "negative_value": "invalid_value",
-    "zero_quantity": "invalid_number_items",
+}
+
+# Defects of optional fields: the event is still sent, without the field; the
+# (field, reason) the transform reports, and the reason code under ``strict = true``.
+DEGRADING_DEFECTS: Final[dict[str, tuple[tuple[str, str], str]]] = {
+    "unknown_currency": (("currency", "unknown_currency"), "unknown_currency"),
+    "negative_value": (("value", "invalid_value"), "invalid_value"),
+    "zero_quantity": (("item.quantity", "invalid_value"), "invalid_number_items"),
 }
 
 _FIRST: Final = [
@@ -131,10 +140,13 @@ class SampleEvent:
     value: bytes
     defect: str | None = None
     expected_reason: str | None = None
+    # A degrading defect: the (field, reason) the transform leaves out and reports.
+    expected_drop: tuple[str, str] | None = None
 
     @property
     def valid(self) -> bool:
-        return self.defect is None
+        """The transform accepts it (perhaps without a broken optional field)."""
+        return self.expected_reason is None
 
 
 @dataclass(slots=True)
@@ -188,9 +200,11 @@ class SampleGenerator:
         invalid_share: float = 0.0,
         now: Callable[[], float] = time.time,
     ) -> None:
-        unknown = set(presets) - set(PRESETS)
+        unknown = set(presets) - set(PRESETS) - set(EXTRA_PRESETS)
         if unknown or not presets:
-            raise ValueError(f"unknown preset(s) {sorted(unknown)}; choose from {PRESETS}")
+            raise ValueError(
+                f"unknown preset(s) {sorted(unknown)}; choose from {PRESETS + EXTRA_PRESETS}"
+            )
         if not 0.0 <= invalid_share <= 1.0:
             raise ValueError("invalid_share must be between 0 and 1")
         self._rng = random.Random(seed)
@@ -211,7 +225,8 @@ class SampleGenerator:
             yield self.event()
 
     def event(self, preset: str | None = None, defect: str | None = None) -> SampleEvent:
-        """The next event; ``defect`` forces a defect (a key of ``DEFECTS``)."""
+        """The next event; ``defect`` forces a defect (a key of ``DEFECTS`` or of
+        ``DEGRADING_DEFECTS``)."""
         rng = self._rng
         chosen = preset or rng.choice(self._presets)
         if defect is None and rng.random() < self._invalid_share:
@@ -224,6 +239,11 @@ class SampleGenerator:
         if defect == "malformed_json":
             value = value[: max(1, len(value) // 2)]
         key = str(order.number).encode()
+        if defect in DEGRADING_DEFECTS:
+            drop = DEGRADING_DEFECTS[defect][0]
+            if chosen == "debezium" and defect == "zero_quantity":
+                drop = ("number_items", "invalid_value")  # rows carry a count, not items
+            return SampleEvent(chosen, key, value, defect, None, drop)
         return SampleEvent(chosen, key, value, defect, DEFECTS[defect] if defect else None)
 
     def random_defect(self) -> str:
@@ -391,7 +411,10 @@ def _segment(order: _Order, rng: random.Random) -> dict[str, Any]:
             "currency": order.currency,
             "products": [
                 {
-                    "product_id": str(i.product_id),
+                    # Segment's spec shows ObjectId-like ids; stores also use numeric ones
+                    "product_id": f"507f1f77bc{i.product_id:014x}"
+                    if i.product_id % 2
+                    else str(i.product_id),
                     "sku": i.sku,
                     "category": i.category,
                     "name": i.name,
@@ -505,9 +528,106 @@ def _shopify(order: _Order, rng: random.Random) -> dict[str, Any]:
     }
 
 
+_DECIMAL_FIELD: Final = {
+    "type": "bytes",
+    "optional": False,
+    "name": "org.apache.kafka.connect.data.Decimal",
+    "version": 1,
+    "parameters": {"scale": "2", "connect.decimal.precision": "12"},
+    "field": "total",
+}
+
+
+def _debezium_row(order: _Order) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": order.number,
+        "email": order.email,
+        "phone": order.phone,
+        "twclid": order.twclid,
+        "ip": order.ip,
+        "user_agent": order.user_agent,
+        "total": order.value_override or str(order.total),
+        "currency": order.currency,
+        "created_at": order.time_override or order.time_ms,
+        "number_items": (
+            0 if any(i.quantity == 0 for i in order.items) else sum(i.quantity for i in order.items)
+        ),
+        "status": "paid",
+    }
+    return row
+
+
+def _debezium_envelope(row: dict[str, Any] | None, op: str, order: _Order) -> dict[str, Any]:
+    return {
+        "before": None if op in ("c", "r") else row,
+        "after": row if op in ("c", "r", "u") else None,
+        "source": {
+            "version": "2.7.0.Final",
+            "connector": "postgresql",
+            "name": "shop",
+            "ts_ms": order.time_ms + 5,
+            "snapshot": "true" if op == "r" else "false",
+            "db": "shop",
+            "schema": "public",
+            "table": "orders",
+        },
+        "op": op,
+        "ts_ms": order.time_ms + 40,
+    }
+
+
+def _debezium(order: _Order, rng: random.Random) -> dict[str, Any]:
+    """A create (or snapshot read) of the orders table; with the JSON converter's schema
+    wrapper half of the time, then ``total`` is Debezium's base64 ``Decimal``."""
+    row = _debezium_row(order)
+    op = "r" if rng.random() < 0.2 else "c"
+    if rng.random() < 0.5 or order.value_override is not None:
+        return _debezium_envelope(row, op, order)
+    unscaled = int(order.total * 100)
+    row["total"] = base64.b64encode(
+        unscaled.to_bytes((unscaled.bit_length() + 8) // 8, "big", signed=True)
+    ).decode()
+    value_schema = {
+        "type": "struct",
+        "optional": True,
+        "name": "shop.public.orders.Value",
+        "fields": [
+            {"type": "int64", "optional": False, "field": "id"},
+            _DECIMAL_FIELD,
+            {
+                "type": "int64",
+                "optional": False,
+                "name": "io.debezium.time.Timestamp",
+                "field": "created_at",
+            },
+        ],
+    }
+    schema = {
+        "type": "struct",
+        "name": "shop.public.orders.Envelope",
+        "fields": [
+            {**value_schema, "field": "before"},
+            {**value_schema, "field": "after"},
+            {"type": "string", "optional": False, "field": "op"},
+        ],
+    }
+    return {"schema": schema, "payload": _debezium_envelope(row, op, order)}
+
+
+def debezium_changes(order_number: int, time_ms: int) -> list[bytes | None]:
+    """What else a Debezium topic carries for an order: an update, a delete and its
+    tombstone (``None``: a Kafka message without a value). None is a new order."""
+    row = {"id": order_number, "email": "buyer@example.com", "total": "1.00", "currency": "USD"}
+    source = {"connector": "postgresql", "table": "orders", "ts_ms": time_ms}
+    update = {"before": row, "after": {**row, "status": "shipped"}, "source": source, "op": "u"}
+    delete = {"before": row, "after": None, "source": source, "op": "d", "ts_ms": time_ms}
+    return [orjson.dumps(update), orjson.dumps(delete), None]
+
+
 _RENDERERS: Final[dict[str, Callable[[_Order, random.Random], dict[str, Any]]]] = {
     "canonical": _canonical,
     "segment": _segment,
     "ga4": _ga4,
     "shopify": _shopify,
+    "debezium": _debezium,
 }

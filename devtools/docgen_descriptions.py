@@ -141,4 +141,14 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     "a broker).",
     "observability.liveness_stale_s": "`/healthz` fails when a loop has not beaten for this "
     "long, seconds.",
+    "transform.strict": "`false` (default): an invalid optional field is left out of the "
+    "conversion and counted in `xconv_fields_dropped_total`; `true`: it rejects the whole "
+    "event (v1 behaviour). See the field policy in docs/transform.md.",
+    "transform.pii_scan": "Hash order/conversion/item ids that are an e-mail address or a "
+    "phone number (same SHA-256 rule as identifiers) and drop free-text fields that contain "
+    "one (counted with reason `pii`).",
+    "transform.debezium.updates": "Turn Debezium updates (`op = u`) into conversions; off by "
+    "default, updates are skipped and counted.",
+    "transform.debezium.decimal_scales": "Scale of each base64 `Decimal` column, for change "
+    "events that carry no schema.",
 }

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from consumer.samples import PRESETS, SampleGenerator
+from consumer.samples import EXTRA_PRESETS, PRESETS, SampleGenerator
 
 HELP = "Produce seeded sample purchase events (some deliberately invalid) to a Kafka topic."
 
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", required=True, metavar="HOST:PORT")
     parser.add_argument("--topic", required=True)
     parser.add_argument("--count", type=int, required=True)
-    parser.add_argument("--preset", choices=[*PRESETS, "mix"], default="canonical")
+    parser.add_argument("--preset", choices=[*PRESETS, *EXTRA_PRESETS, "mix"], default="canonical")
     parser.add_argument(
         "--invalid-share",
         type=float,

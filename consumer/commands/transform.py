@@ -17,6 +17,7 @@ from consumer.transform import (
     Conversion,
     RouteSettings,
     RoutingSettings,
+    Skip,
     Transformer,
     TransformSettings,
 )
@@ -119,12 +120,18 @@ def _explain(section: str, exc: ValidationError) -> str:
 
 
 def process(transformer: Transformer, lines: Iterable[bytes], out: IO[bytes]) -> tuple[int, int]:
-    """One output line per input line (blank lines included), in order."""
+    """One output line per input line (blank lines included), in order; the count of
+    conversions and of rejections (a skipped change event is neither)."""
     accepted = rejected = 0
     for line in lines:
         result = transformer.transform(line.rstrip(b"\r\n"))
         if isinstance(result, Conversion):
             accepted += 1
+            dropped = b""
+            if result.dropped:
+                dropped = b',"dropped":' + orjson.dumps(
+                    [{"field": name, "reason": reason} for name, reason in result.dropped]
+                )
             out.write(
                 b'{"ok":true,"account_id":'
                 + orjson.dumps(result.route.account_id)
@@ -132,8 +139,11 @@ def process(transformer: Transformer, lines: Iterable[bytes], out: IO[bytes]) ->
                 + orjson.dumps(result.route.pixel_id)
                 + b',"conversion":'
                 + result.payload
+                + dropped
                 + b"}\n"
             )
+        elif isinstance(result, Skip):
+            out.write(orjson.dumps({"ok": True, "skipped": True, "reason": result.reason}) + b"\n")
         else:
             rejected += 1
             out.write(

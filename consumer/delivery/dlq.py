@@ -27,6 +27,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from consumer.delivery.retry import Backoff
 from consumer.errors import DeadLetterUnavailable, RetryableError
+from consumer.observability.redact import redact_headers
 
 if TYPE_CHECKING:
     from consumer.observability.metrics import Metrics
@@ -95,7 +96,7 @@ def build_headers(
         added.append(("xconv.x.debug_id", letter.debug_id.encode()))
     if letter.errors:
         added.append(("xconv.x.errors", orjson.dumps(list(letter.errors))))
-    return kept + added
+    return redact_headers(kept + added)
 
 
 def decode_headers(

@@ -51,7 +51,7 @@ from consumer.observability.health import CONSUME_LOOP, HealthState
 from consumer.observability.metrics import Metrics
 from consumer.observability.redact import redact_text
 from consumer.settings import AccountSettings, Settings
-from consumer.transform import Conversion, Transformer
+from consumer.transform import Conversion, Skip, Transformer
 
 log = structlog.get_logger("xconv.engine")
 # librdkafka's own log lines go through the same processors (and redaction) as ours.
@@ -182,6 +182,8 @@ class Engine:
         self._delivery: BatchDelivery | None = None
         self.counts: Counter[str] = Counter()
         self._dropped_seen: dict[str, int] = {}
+        self._fields_seen: dict[tuple[str, str], int] = {}
+        self._skipped_seen: dict[str, int] = {}
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -388,6 +390,7 @@ class Engine:
         tracker, transform, batcher = self._tracker, self.transformer.transform, self._batcher
         lanes, stop_at = self._lanes, self._stop_at
         taken = 0
+        skipped = 0
         letters: list[tuple[BatchItem, DeadLetter]] = []
         for msg in messages:
             err = msg.error()
@@ -433,6 +436,9 @@ class Engine:
                 full = batcher.add((route.account_id, route.pixel_id), item)
                 if full is not None:
                     self._dispatch(full)
+            elif isinstance(result, Skip):
+                skipped += 1
+                tracker.done(tp, offset, epoch)  # committed, never sent nor dead-lettered
             else:
                 item = BatchItem(
                     topic=tp[0],
@@ -454,7 +460,7 @@ class Engine:
         self.metrics.events_consumed_total.labels(topic=messages[0].topic() or "").inc(
             len(messages)
         )
-        self.metrics.events_transformed_total.inc(taken - len(letters))
+        self.metrics.events_transformed_total.inc(taken - skipped - len(letters))
         self.metrics.events_in_flight.set(tracker.held)
         self.counts["consumed"] += taken
 
@@ -579,6 +585,16 @@ class Engine:
             if new > 0:
                 self.metrics.dropped_identifiers_total.labels(kind=kind).inc(new)
                 self._dropped_seen[kind] = total
+        for (name, reason), total in list(t.dropped_fields.items()):
+            new = total - self._fields_seen.get((name, reason), 0)
+            if new > 0:
+                self.metrics.fields_dropped_total.labels(field=name, reason=reason).inc(new)
+                self._fields_seen[(name, reason)] = total
+        for reason, total in list(t.skipped.items()):
+            new = total - self._skipped_seen.get(reason, 0)
+            if new > 0:
+                self.metrics.events_skipped_total.labels(reason=reason).inc(new)
+                self._skipped_seen[reason] = total
 
     # -- delivering ------------------------------------------------------------------
 

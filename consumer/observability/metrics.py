@@ -27,7 +27,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from consumer.transform.types import ReasonCode
+from consumer.transform.types import DropReason, ReasonCode, SkipReason
 
 PREFIX: Final = "xconv"
 
@@ -199,6 +199,27 @@ class Metrics:
             "dropped_identifiers_total",
             "Identifiers left out of a conversion because they were invalid, per kind.",
             {"kind": LabelValues("an identifier kind", values=IDENTIFIER_KINDS)},
+        )
+        self.fields_dropped_total = counter(
+            "fields_dropped_total",
+            "Optional fields left out of a sent conversion, per canonical field name "
+            "(e.g. item.group_id) and drop reason (e.g. not_integer, pii).",
+            {
+                "field": LabelValues("a canonical mapping field name, e.g. `item.group_id`"),
+                "reason": LabelValues(
+                    "why the field was left out", values=tuple(r.value for r in DropReason)
+                ),
+            },
+        )
+        self.events_skipped_total = counter(
+            "events_skipped_total",
+            "Messages committed without a conversion or a dead letter (Debezium deletes, "
+            "tombstones, truncates, updates), per skip reason.",
+            {
+                "reason": LabelValues(
+                    "the kind of change event", values=tuple(r.value for r in SkipReason)
+                )
+            },
         )
 
         # --- delivery -------------------------------------------------------------------

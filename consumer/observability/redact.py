@@ -292,6 +292,51 @@ def redact_text(text: str, *, keep_ips: bool = False) -> str:
     return text
 
 
+def contains_contact(text: str) -> bool:
+    """True when ``text`` holds an e-mail address or a phone number, by the same
+    patterns ``redact_text`` replaces: the transform drops (free text) or hashes (ids)
+    such values, so what it sends and what a log line would show agree.
+
+    Cheap on the common input: text without ``@`` and without a digit is one scan.
+    """
+    if "@" in text and _EMAIL_RE.search(text) is not None:
+        return True
+    if _DIGIT.search(text) is None:
+        return False
+    return any(_looks_like_phone(m.group(0)) for m in _PHONE_CANDIDATE.finditer(text))
+
+
+_PHONE_CHARS: Final = "0123456789 +-()."
+
+
+def is_contact_id(text: str) -> bool:
+    """True when an id (order or conversion id, item id, twclid) holds an e-mail address
+    or IS a phone number (nothing but digits and phone punctuation, shaped as
+    ``redact_text`` recognises phones). Cheaper than :func:`contains_contact`: ids are
+    unique per event, so no cache helps, and an id with a letter is no phone number
+    (``ORD-100024``), while a bare digit run is an id, not a phone (``5600000100007``).
+    """
+    if "@" in text and _EMAIL_RE.search(text) is not None:
+        return True
+    if text.isdigit() or text.strip(_PHONE_CHARS):
+        return False  # a bare digit run (an order number), or a character no phone has
+    return _looks_like_phone(text.strip())
+
+
+def redact_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """X's error objects with every text redacted as a log line's would be.
+
+    X's messages echo the values they refuse (``hashed_email (x@y.z) is not a valid
+    SHA-256 hash``): the dead-letter writer calls this on ``DeadLetter.errors`` (and
+    ``redact_text`` on ``DeadLetter.message``) before building the headers. Keys are
+    X's own (``code``, ``message``, ``parameter``), so only values are scanned.
+    """
+    out: list[dict[str, Any]] = []
+    for error in errors:
+        out.append({str(key): redact_value(value) for key, value in error.items()})
+    return out
+
+
 def redact_value(value: Any, *, keep_ips: bool = False) -> Any:
     """Redact any loggable value by pattern; containers recursively, keys by name too.
 

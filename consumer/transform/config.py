@@ -23,6 +23,8 @@ class Preset(StrEnum):
     GA4 = "ga4"
     SHOPIFY = "shopify"
     CUSTOM = "custom"
+    # Debezium change events of an orders table (consumer/transform/debezium.py)
+    DEBEZIUM = "debezium"
     # canonical, segment, ga4 or shopify, detected per event (consumer/transform/detect.py)
     AUTO = "auto"
 
@@ -130,6 +132,17 @@ class FieldMapping(_Strict):
         return value
 
 
+class DebeziumSettings(_Strict):
+    """How change events of an orders table (``preset = "debezium"``) become events."""
+
+    # Updates ("u") are skipped unless true: an order row changes often after checkout
+    # (status, fulfilment), and X de-duplicates only within 48 h.
+    updates: bool = False
+    # Scale of each base64 ``Decimal`` column when the messages carry no schema
+    # (``value.converter.schemas.enable=false`` with decimal.handling.mode=precise).
+    decimal_scales: dict[str, Annotated[int, Field(ge=0, le=30)]] = {}
+
+
 class TransformSettings(_Strict):
     """How a producer's purchase event becomes one X conversion."""
 
@@ -151,6 +164,14 @@ class TransformSettings(_Strict):
     # X accepts ip_address + user_agent together as identifiers; false requires a
     # twclid, email or phone on every conversion.
     allow_ip_and_user_agent_only: bool = True
+    # false: an invalid optional field is left out of the conversion and counted
+    # (docs/transform.md, "Field policy"); true: it rejects the whole event.
+    strict: bool = False
+    # An order or conversion id (or item id) holding an e-mail address or phone number is
+    # sent SHA-256 hashed; free text holding one (description, item name or category,
+    # twclid, user agent) is left out and counted. false sends such values as they are.
+    pii_scan: bool = True
+    debezium: DebeziumSettings = DebeziumSettings()
 
     @field_validator("default_phone_region", "default_currency", mode="before")
     @classmethod

@@ -10,9 +10,16 @@ from __future__ import annotations
 from typing import Any, Final
 
 from consumer.transform.config import Preset
+from consumer.transform.debezium import is_debezium
 
 # The presets auto chooses from, in the order their signatures are listed.
-AUTO_PRESETS: Final = (Preset.CANONICAL, Preset.SEGMENT, Preset.GA4, Preset.SHOPIFY)
+AUTO_PRESETS: Final = (
+    Preset.CANONICAL,
+    Preset.SEGMENT,
+    Preset.GA4,
+    Preset.SHOPIFY,
+    Preset.DEBEZIUM,
+)
 
 _SHOPIFY_GID: Final = "gid://shopify/Order/"
 
@@ -54,6 +61,7 @@ _CHECKS: Final = (
     (Preset.SEGMENT, is_segment),
     (Preset.GA4, is_ga4),
     (Preset.SHOPIFY, is_shopify),
+    (Preset.DEBEZIUM, is_debezium),
 )
 
 
@@ -63,5 +71,5 @@ def detect_format(doc: dict[str, Any]) -> Preset | str:
     if len(found) == 1:
         return found[0]
     if not found:
-        return "event has none of the canonical, segment, ga4 or shopify shapes"
+        return "event has none of the canonical, segment, ga4, shopify or debezium shapes"
     return "event has the shapes of several formats: " + ", ".join(p.value for p in found)

@@ -216,6 +216,9 @@ def format_time_ms(epoch_ms: int) -> str:
 # --- money ---------------------------------------------------------------------------
 
 _DECIMAL_TEXT: Final = re.compile(r"[0-9]{1,15}(\.[0-9]{1,10})?")
+# [0-9] is ASCII only (unlike \d); one C-level fullmatch beats the str-method checks of
+# is_decimal_text by ~80 ns per amount (four amounts per event in the benchmark mix).
+_decimal_match: Final = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,10})?").fullmatch
 MAX_AMOUNT: Final = 1e15
 
 
@@ -239,7 +242,7 @@ def amount_number(value: object) -> float | None:
     kind = type(value)
     if kind is str:
         text: str = value.strip()  # type: ignore[attr-defined]
-        return float(text) if is_decimal_text(text) else None
+        return float(text) if _decimal_match(text) is not None else None
     if kind is float:
         number: float = value  # type: ignore[assignment]
         # NaN and infinities fail the comparison

@@ -108,12 +108,38 @@ SHOPIFY: Final = FieldMapping(
     ),
 )
 
+# Debezium change events of an orders table: the row (``after``, or the flattened row)
+# with canonical column names; ``__source_ts_ms`` is the change's commit time
+# (consumer/transform/debezium.py), the fallback when the row has no time column.
+DEBEZIUM: Final = FieldMapping(
+    order_id=["order_id", "id"],
+    conversion_id="conversion_id",
+    event_time=["event_time", "created_at", "__source_ts_ms"],
+    event_type="event_type",
+    routing_key="routing_key",
+    email=["email", "customer_email"],
+    phone=["phone", "customer_phone"],
+    hashed_email="hashed_email",
+    hashed_phone="hashed_phone",
+    twclid="twclid",
+    twclid_url="landing_url",
+    ip=["ip", "ip_address", "browser_ip"],
+    user_agent="user_agent",
+    value=["value", "total", "total_price"],
+    currency="currency",
+    number_items="number_items",
+    description="description",
+    items="items[]",
+    item=CANONICAL.item,
+)
+
 PRESETS: Final[dict[Preset, FieldMapping]] = {
     Preset.CANONICAL: CANONICAL,
     Preset.SEGMENT: SEGMENT,
     Preset.GA4: GA4,
     Preset.SHOPIFY: SHOPIFY,
     Preset.CUSTOM: FieldMapping(),
+    Preset.DEBEZIUM: DEBEZIUM,
 }
 
 # Producer event names that mean a purchase; the event type "purchase" picks the

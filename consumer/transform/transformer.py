@@ -10,14 +10,16 @@ output dict is built in its final shape for a single ``orjson.dumps``.
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import unquote
 
 import orjson
 
 from consumer.iso4217 import ISO_4217
+from consumer.observability.redact import contains_contact, is_contact_id
 from consumer.transform.config import (
     Preset,
     RouteSettings,
@@ -25,6 +27,7 @@ from consumer.transform.config import (
     Source,
     TransformSettings,
 )
+from consumer.transform.debezium import unwrap_change
 from consumer.transform.detect import AUTO_PRESETS, detect_format
 from consumer.transform.normalize import (
     amount_number,
@@ -39,7 +42,16 @@ from consumer.transform.normalize import (
 )
 from consumer.transform.paths import MISSING, Path, compile_path, lookup
 from consumer.transform.presets import EVENT_TYPE_ALIASES, effective_mapping
-from consumer.transform.types import Conversion, ReasonCode, Rejection, Route
+from consumer.transform.types import (
+    Conversion,
+    DropReason,
+    ReasonCode,
+    Rejection,
+    Result,
+    Route,
+    Skip,
+    SkipReason,
+)
 
 # One alternative of a field source: (path text, compiled path or None, constant).
 _Alt = tuple[str, Path | None, Any]
@@ -224,19 +236,50 @@ def _reject(reason: ReasonCode, field: str | None, message: str) -> Rejection:
 
 
 class _Counts:
-    """Dropped identifiers; one instance shared by an ``auto`` transformer's parts."""
+    """Drop and skip counters; one instance shared by an ``auto`` transformer's parts."""
 
-    __slots__ = ("emails", "ips", "phones", "user_agents")
+    __slots__ = ("emails", "fields", "ips", "phones", "skipped", "user_agents")
 
     def __init__(self) -> None:
         self.emails = self.phones = self.ips = self.user_agents = 0
+        # (field, DropReason) -> optional fields left out of emitted conversions
+        self.fields: dict[tuple[str, str], int] = {}
+        # SkipReason -> messages skipped (Debezium deletes, tombstones, ...)
+        self.skipped: dict[str, int] = {}
+
+
+# Free text known to hold no contact data, per transformer run (user agents and product
+# names repeat; a scan of a user agent costs ~5 µs). Only clean texts are kept.
+_MAX_CLEAN_CACHE: Final = 4096
+_MAX_CACHED_TEXT: Final = 512
+# is_contact_id's own first test, inlined on the hot path: an id with '@' or made only
+# of these characters is looked at closer.
+_PHONE_CHARS: Final = "0123456789 +-()."
+
+
+def _hash_id(text: str, region: str) -> str:
+    """The SHA-256 form of an id that holds contact data: an e-mail or phone number by
+    the identifiers' own rules (so it matches across redeliveries and sources), other
+    text hashed as is."""
+    if "@" in text:
+        hashed = hash_email(text)
+        if hashed is not None:
+            return hashed
+    hashed = hash_phone(text, region) if "@" not in text else None
+    return hashed if hashed is not None else _sha256_text(text)
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class Transformer:
     """Turns producer events into X conversions; one instance per settings.
 
     Counters (for metrics) count identifiers dropped because they were unusable:
-    ``dropped_emails``, ``dropped_phones``, ``dropped_ips``, ``dropped_user_agents``.
+    ``dropped_emails``, ``dropped_phones``, ``dropped_ips``, ``dropped_user_agents``;
+    ``dropped_fields`` counts every optional field left out, by (field, reason), and
+    ``skipped`` the messages answered with a ``Skip``, by reason.
 
     With ``preset = "auto"`` every event's shape is detected (``detect.detect_format``)
     and handed to a transformer of that preset; the parts share settings, routing and
@@ -253,15 +296,23 @@ class Transformer:
         self.routing = routing
         self._now = now
         self._counts = _Counts()
+        self._clean: dict[str, bool] = {}
         self._by_format: dict[Preset, Transformer] = {}
-        self._entry: Callable[[dict[str, Any]], Conversion | Rejection] = self._convert
+        self._entry: Callable[[dict[str, Any]], Result] = self._convert
+        self._tombstone: Skip | None = None
         if settings.preset is Preset.AUTO:
             for preset in AUTO_PRESETS:
                 part = Transformer(settings.model_copy(update={"preset": preset}), routing, now)
                 part._counts = self._counts
+                part._clean = self._clean
                 self._by_format[preset] = part
             self._entry = self._convert_detected
+            self._tombstone = Skip(SkipReason.TOMBSTONE.value)
             return
+        if settings.preset is Preset.DEBEZIUM:
+            self._entry = self._convert_change
+            self._tombstone = Skip(SkipReason.TOMBSTONE.value)
+            self._debezium = settings.debezium
         mapping = effective_mapping(settings.preset, settings.mapping)
         self._order_id = _Field(mapping.order_id)
         self._conversion_id = _Field(mapping.conversion_id)
@@ -304,6 +355,9 @@ class Transformer:
             self._route_table(routing.default) if routing.default is not None else None
         )
 
+        self._strict = settings.strict
+        self._pii = settings.pii_scan
+
     @property
     def dropped_emails(self) -> int:
         return self._counts.emails
@@ -320,14 +374,27 @@ class Transformer:
     def dropped_user_agents(self) -> int:
         return self._counts.user_agents
 
+    @property
+    def dropped_fields(self) -> Mapping[tuple[str, str], int]:
+        """(field, reason) -> optional fields left out of emitted conversions (running
+        totals: the engine publishes the increase as ``fields_dropped_total``)."""
+        return self._counts.fields
+
+    @property
+    def skipped(self) -> Mapping[str, int]:
+        """reason -> messages answered with ``Skip`` (running totals)."""
+        return self._counts.skipped
+
     def _route_table(self, route: RouteSettings) -> dict[str, Route]:
         table = {"purchase": Route(route.account_id, route.pixel_id, route.event_id)}
         for event_type, event_id in {**self.routing.event_ids, **route.event_ids}.items():
             table[event_type] = Route(route.account_id, route.pixel_id, event_id)
         return table
 
-    def transform(self, raw: bytes) -> Conversion | Rejection:
-        """Never raises: any input yields a Conversion or a Rejection."""
+    def transform(self, raw: bytes) -> Result:
+        """Never raises: any input yields a Conversion, a Rejection or (Debezium) a Skip."""
+        if not raw and self._tombstone is not None:
+            return self._skip(self._tombstone)
         try:
             doc = _loads(raw)
         except (ValueError, TypeError):
@@ -339,14 +406,41 @@ class Transformer:
         except Exception:
             return _reject(ReasonCode.INTERNAL_ERROR, None, "unexpected error in transform")
 
-    def _convert_detected(self, doc: dict[str, Any]) -> Conversion | Rejection:
+    def _skip(self, skip: Skip) -> Skip:
+        skipped = self._counts.skipped
+        skipped[skip.reason] = skipped.get(skip.reason, 0) + 1
+        return skip
+
+    def _convert_detected(self, doc: dict[str, Any]) -> Result:
         """``auto``: the preset whose shape the event has converts it."""
         found = detect_format(doc)
         if type(found) is Preset:
-            return self._by_format[found]._convert(doc)
+            return self._by_format[found]._entry(doc)
         return _reject(ReasonCode.UNKNOWN_FORMAT, None, str(found))
 
+    def _convert_change(self, doc: dict[str, Any]) -> Result:
+        """``debezium``: unwrap the change event, skip what is not a new order."""
+        change = unwrap_change(doc, self._debezium)
+        if type(change) is dict:
+            return self._convert(change)
+        if type(change) is Skip:
+            return self._skip(change)
+        return change  # type: ignore[return-value]
+
+    def _is_clean(self, text: str) -> bool:
+        """No e-mail address or phone number in ``text`` (cached for repeated texts; the
+        callers check the cache first)."""
+        if contains_contact(text):
+            return False
+        if len(text) <= _MAX_CACHED_TEXT:
+            if len(self._clean) >= _MAX_CLEAN_CACHE:
+                self._clean.clear()
+            self._clean[text] = True
+        return True
+
     def _convert(self, doc: dict[str, Any]) -> Conversion | Rejection:
+        drops: list[tuple[str, str]] = []
+        strict = self._strict
         value = self._order_id.get(doc)
         if value is MISSING:
             return _reject(
@@ -428,26 +522,33 @@ class Transformer:
             )
 
         # --- identifiers
-        identifiers = self._identifiers(doc)
+        identifiers = self._identifiers(doc, drops)
         if type(identifiers) is Rejection:
             return identifiers
 
-        # --- currency
+        # --- currency: an unusable one leaves value (and item prices) out with it
+        currency: str | None
         value = self._currency.get(doc)
         if value is MISSING:
             currency = self._currency_default
         elif type(value) is str:
             currency = value if value in ISO_4217 else value.strip().upper()
             if currency not in ISO_4217:
-                return _reject(
-                    ReasonCode.UNKNOWN_CURRENCY,
-                    self._currency.where(doc),
-                    "currency is not an active ISO 4217 code",
-                )
-        else:
+                if strict:
+                    return _reject(
+                        ReasonCode.UNKNOWN_CURRENCY,
+                        self._currency.where(doc),
+                        "currency is not an active ISO 4217 code",
+                    )
+                currency = None
+                drops.append(("currency", DropReason.UNKNOWN_CURRENCY))
+        elif strict:
             return _reject(
                 ReasonCode.SCHEMA_VIOLATION, self._currency.where(doc), "currency must be a string"
             )
+        else:
+            currency = None
+            drops.append(("currency", DropReason.INVALID_TYPE))
 
         # --- line items
         items: Any = None
@@ -461,15 +562,26 @@ class Transformer:
             )
             if items is not MISSING and items is not None:
                 if type(items) is not list or len(items) > MAX_ITEMS:
-                    return _reject(
-                        ReasonCode.SCHEMA_VIOLATION,
-                        self._items_text,
-                        f"items must be a list of at most {MAX_ITEMS} objects",
+                    if strict:
+                        return _reject(
+                            ReasonCode.SCHEMA_VIOLATION,
+                            self._items_text,
+                            f"items must be a list of at most {MAX_ITEMS} objects",
+                        )
+                    drops.append(
+                        (
+                            "items",
+                            DropReason.INVALID_TYPE
+                            if type(items) is not list
+                            else DropReason.TOO_MANY,
+                        )
                     )
-                read = self._contents(items, contents)
-                if type(read) is Rejection:
-                    return read
-                quantities = read  # type: ignore[assignment]
+                    items = None
+                else:
+                    read = self._contents(items, contents, drops)
+                    if type(read) is Rejection:
+                        return read
+                    quantities = read  # type: ignore[assignment]
 
         # --- value: the event's, else the exact sum of the items (when all are priced)
         amount: float | str | None = None
@@ -481,15 +593,24 @@ class Transformer:
             else:
                 amount = amount_number(value)
             if amount is None:
-                return _reject(
-                    ReasonCode.INVALID_VALUE,
-                    self._value.where(doc),
-                    "value must be a non-negative decimal number",
-                )
-        elif type(items) is list and items:
+                if strict:
+                    return _reject(
+                        ReasonCode.INVALID_VALUE,
+                        self._value.where(doc),
+                        "value must be a non-negative decimal number",
+                    )
+                drops.append(("value", DropReason.INVALID_VALUE))
+        elif type(items) is list and items and quantities >= 0:
             total = self._items_total(items)
             if total is not None:
                 amount = total[1] if self._string_values else total[0]
+        if currency is None:
+            if amount is not None:
+                drops.append(("value", DropReason.UNKNOWN_CURRENCY))
+                amount = None
+            for content in contents:
+                if content.pop("content_price", None) is not None:
+                    drops.append(("item.price", DropReason.UNKNOWN_CURRENCY))
 
         # --- number of items
         number_items: int | None = None
@@ -497,11 +618,13 @@ class Transformer:
         if value is not MISSING:
             number_items = parse_count(value)
             if number_items is None:
-                return _reject(
-                    ReasonCode.INVALID_NUMBER_ITEMS,
-                    self._number_items.where(doc),
-                    "number_items must be a positive integer",
-                )
+                if strict:
+                    return _reject(
+                        ReasonCode.INVALID_NUMBER_ITEMS,
+                        self._number_items.where(doc),
+                        "number_items must be a positive integer",
+                    )
+                drops.append(("number_items", DropReason.INVALID_VALUE))
         elif quantities > 0:
             number_items = quantities
 
@@ -532,18 +655,30 @@ class Transformer:
                         None,
                         f"templated conversion id is longer than {MAX_ID_LENGTH} characters",
                     )
+        if (
+            self._pii
+            and not conversion_id.isdigit()  # integer order ids (Shopify's) are no phone
+            and ("@" in conversion_id or not conversion_id.strip(_PHONE_CHARS))
+            and is_contact_id(conversion_id)
+        ):
+            conversion_id = _hash_id(conversion_id, self._region)
 
         # --- description
         description = self.settings.description
         value = self._description.get(doc)
         if value is not MISSING:
             if type(value) is not str:
-                return _reject(
-                    ReasonCode.SCHEMA_VIOLATION,
-                    self._description.where(doc),
-                    "description must be a string",
-                )
-            description = value
+                if strict:
+                    return _reject(
+                        ReasonCode.SCHEMA_VIOLATION,
+                        self._description.where(doc),
+                        "description must be a string",
+                    )
+                drops.append(("description", DropReason.INVALID_TYPE))
+            elif self._pii and value not in self._clean and not self._is_clean(value):
+                drops.append(("description", DropReason.PII))
+            else:
+                description = value
 
         conversion: dict[str, Any] = {
             "conversion_time": format_time_ms(moment),
@@ -552,7 +687,8 @@ class Transformer:
         }
         if amount is not None:
             conversion["value"] = amount
-        conversion["price_currency"] = currency
+        if currency is not None:
+            conversion["price_currency"] = currency
         if number_items is not None:
             conversion["number_items"] = number_items
         conversion["conversion_id"] = conversion_id
@@ -560,27 +696,48 @@ class Transformer:
             conversion["description"] = description
         if contents:
             conversion["contents"] = contents
-        return Conversion(route, conversion_id, _dumps(conversion))
+        if not drops:
+            return Conversion(route, conversion_id, _dumps(conversion))
+        dropped = tuple((name, str(reason)) for name, reason in drops)  # plain text labels
+        fields = self._counts.fields
+        for drop in dropped:
+            fields[drop] = fields.get(drop, 0) + 1
+        return Conversion(route, conversion_id, _dumps(conversion), dropped)
 
-    def _identifiers(self, doc: dict[str, Any]) -> list[dict[str, str]] | Rejection:
+    def _identifiers(
+        self, doc: dict[str, Any], drops: list[tuple[str, str]]
+    ) -> list[dict[str, str]] | Rejection:
         """twclid, hashed e-mails and phones, then ip + user agent in one object."""
         identifiers: list[dict[str, str]] = []
         dropped: list[str] = []
         counts = self._counts
+        strict = self._strict
         twclid: str | None = None
         value = self._twclid.get(doc)
         if value is not MISSING:
-            if type(value) is not str:
+            if type(value) is str:
+                twclid = value.strip() or None
+            elif strict:
                 return _reject(
                     ReasonCode.SCHEMA_VIOLATION, self._twclid.where(doc), "twclid must be a string"
                 )
-            twclid = value.strip() or None
+            else:
+                drops.append(("twclid", DropReason.INVALID_TYPE))
+                dropped.append("twclid")
         if twclid is None and self._twclid_url:
             value = self._twclid_url.get(doc)
             if type(value) is str and "twclid=" in value:
                 twclid = _twclid_from_url(value)
         if twclid is not None:
-            identifiers.append({"twclid": twclid})
+            if (
+                self._pii
+                and ("@" in twclid or not twclid.strip(_PHONE_CHARS))
+                and is_contact_id(twclid)
+            ):
+                drops.append(("twclid", DropReason.PII))
+                dropped.append("twclid")
+            else:
+                identifiers.append({"twclid": twclid})
 
         value = self._email.get(doc)
         if type(value) is str:  # the common case: one address
@@ -588,21 +745,28 @@ class Transformer:
             if hashed is None:
                 counts.emails += 1
                 dropped.append("email")
+                drops.append(("email", DropReason.UNUSABLE))
             else:
                 identifiers.append({"hashed_email": hashed})
         elif value is not MISSING:
             texts = _strings(value)
             if texts is None:
-                return _reject(
-                    ReasonCode.SCHEMA_VIOLATION,
-                    self._email.where(doc),
-                    "email must be a string or a list of strings",
-                )
+                if strict:
+                    return _reject(
+                        ReasonCode.SCHEMA_VIOLATION,
+                        self._email.where(doc),
+                        "email must be a string or a list of strings",
+                    )
+                texts = []
+                counts.emails += 1
+                dropped.append("email")
+                drops.append(("email", DropReason.INVALID_TYPE))
             for text in texts:
                 hashed = hash_email(text)
                 if hashed is None:
                     counts.emails += 1
                     dropped.append("email")
+                    drops.append(("email", DropReason.UNUSABLE))
                 elif len(texts) == 1 or {"hashed_email": hashed} not in identifiers:
                     identifiers.append({"hashed_email": hashed})
 
@@ -612,21 +776,28 @@ class Transformer:
             if hashed is None:
                 counts.phones += 1
                 dropped.append("phone")
+                drops.append(("phone", DropReason.UNUSABLE))
             else:
                 identifiers.append({"hashed_phone_number": hashed})
         elif value is not MISSING:
             texts = _strings(value)
             if texts is None:
-                return _reject(
-                    ReasonCode.SCHEMA_VIOLATION,
-                    self._phone.where(doc),
-                    "phone must be a string or a list of strings",
-                )
+                if strict:
+                    return _reject(
+                        ReasonCode.SCHEMA_VIOLATION,
+                        self._phone.where(doc),
+                        "phone must be a string or a list of strings",
+                    )
+                texts = []
+                counts.phones += 1
+                dropped.append("phone")
+                drops.append(("phone", DropReason.INVALID_TYPE))
             for text in texts:
                 hashed = hash_phone(text, self._region)
                 if hashed is None:
                     counts.phones += 1
                     dropped.append("phone")
+                    drops.append(("phone", DropReason.UNUSABLE))
                 elif len(texts) == 1 or {"hashed_phone_number": hashed} not in identifiers:
                     identifiers.append({"hashed_phone_number": hashed})
 
@@ -634,30 +805,45 @@ class Transformer:
         device: dict[str, str] = {}
         value = self._ip.get(doc)
         if value is not MISSING:
-            if type(value) is not str:
+            if type(value) is str:
+                address = normalize_ip(value, self._send_ipv6)
+                if address is None:
+                    counts.ips += 1
+                    dropped.append("ip")
+                    drops.append(("ip", DropReason.UNUSABLE))
+                else:
+                    device["ip_address"] = address
+            elif strict:
                 return _reject(
                     ReasonCode.SCHEMA_VIOLATION, self._ip.where(doc), "ip must be a string"
                 )
-            address = normalize_ip(value, self._send_ipv6)
-            if address is None:
+            else:
                 counts.ips += 1
                 dropped.append("ip")
-            else:
-                device["ip_address"] = address
+                drops.append(("ip", DropReason.INVALID_TYPE))
         value = self._user_agent.get(doc)
         if value is not MISSING:
-            if type(value) is not str:
+            if type(value) is str:
+                agent = value.strip()
+                if not agent or len(agent) > MAX_USER_AGENT_LENGTH:
+                    counts.user_agents += 1
+                    dropped.append("user_agent")
+                    drops.append(("user_agent", DropReason.UNUSABLE))
+                elif self._pii and agent not in self._clean and not self._is_clean(agent):
+                    dropped.append("user_agent")
+                    drops.append(("user_agent", DropReason.PII))
+                else:
+                    device["user_agent"] = agent
+            elif strict:
                 return _reject(
                     ReasonCode.SCHEMA_VIOLATION,
                     self._user_agent.where(doc),
                     "user agent must be a string",
                 )
-            agent = value.strip()
-            if agent and len(agent) <= MAX_USER_AGENT_LENGTH:
-                device["user_agent"] = agent
             else:
                 counts.user_agents += 1
                 dropped.append("user_agent")
+                drops.append(("user_agent", DropReason.INVALID_TYPE))
         if not strong and not (len(device) == 2 and self._ip_ua_ok):
             detail = f" ({', '.join(dropped)} dropped as unusable)" if dropped else ""
             return _reject(
@@ -673,12 +859,16 @@ class Transformer:
         suffix = "" if field is None else f".{field.where(element)}"
         return _reject(reason, f"{self._items_text}[{index}]{suffix}", message)
 
-    def _contents(self, items: list[Any], contents: list[dict[str, Any]]) -> int | Rejection:
+    def _contents(
+        self, items: list[Any], contents: list[dict[str, Any]], drops: list[tuple[str, str]]
+    ) -> int | Rejection:
         """Appends one contents object per line item; the sum of quantities (an item
-        without one counts 1), or the first bad item's rejection.
+        without one counts 1), -1 when an item or a quantity was left out (the sum would
+        be wrong), or (strict) the first bad item's rejection.
 
         A field whose source is one key is read with ``element.get(key)``, else with its
-        getter; null and "" count as absent either way.
+        getter; null and "" count as absent either way. An invalid field is left out of
+        its content (counted in ``drops``) unless ``strict``.
         """
         id_key, id_get = self._item_id.key, self._item_id.get
         group_key, group_get = self._item_group.key, self._item_group.get
@@ -686,12 +876,18 @@ class Transformer:
         price_key, price_get = self._item_price.key, self._item_price.get
         category_key, category_get = self._item_category.key, self._item_category.get
         quantity_key, quantity_get = self._item_quantity.key, self._item_quantity.get
+        strict, pii, clean = self._strict, self._pii, self._clean
         quantities = 0
+        exact = True
         for index, element in enumerate(items):
             if type(element) is not dict:
-                return self._item_reject(
-                    ReasonCode.SCHEMA_VIOLATION, index, None, element, "item must be an object"
-                )
+                if strict:
+                    return self._item_reject(
+                        ReasonCode.SCHEMA_VIOLATION, index, None, element, "item must be an object"
+                    )
+                drops.append(("items", DropReason.INVALID_TYPE))
+                exact = False
+                continue
             get = element.get
             content: dict[str, Any] = {}
 
@@ -700,6 +896,27 @@ class Transformer:
             if type(value) is str and value:
                 text = value.strip()
                 if not 0 < len(text) <= MAX_ID_LENGTH:
+                    if strict:
+                        return self._item_reject(
+                            ReasonCode.SCHEMA_VIOLATION,
+                            index,
+                            self._item_id,
+                            element,
+                            "item id must be a non-empty string or integer",
+                        )
+                    drops.append(("item.id", DropReason.INVALID_VALUE))
+                else:
+                    if (
+                        pii
+                        and ("@" in text or not text.strip(_PHONE_CHARS))
+                        and is_contact_id(text)
+                    ):
+                        text = _hash_id(text, self._region)
+                    content["content_id"] = text
+            elif type(value) is int:
+                content["content_id"] = str(value)
+            elif value is not None and value is not MISSING and value != "":
+                if strict:
                     return self._item_reject(
                         ReasonCode.SCHEMA_VIOLATION,
                         index,
@@ -707,58 +924,61 @@ class Transformer:
                         element,
                         "item id must be a non-empty string or integer",
                     )
-                content["content_id"] = text
-            elif type(value) is int:
-                content["content_id"] = str(value)
-            elif value is not None and value is not MISSING and value != "":
-                return self._item_reject(
-                    ReasonCode.SCHEMA_VIOLATION,
-                    index,
-                    self._item_id,
-                    element,
-                    "item id must be a non-empty string or integer",
-                )
+                drops.append(("item.id", DropReason.INVALID_TYPE))
 
+            # X types content_group_id as an integer: only integer-like values are sent.
             value = get(group_key) if group_key else group_get(element)
             if type(value) is str and value:
-                text = value.strip()
-                if not 0 < len(text) <= MAX_ID_LENGTH:
+                text = value if value.isdigit() else value.strip()  # strip only when needed
+                if text.isdigit() and text.isascii() and len(text) <= MAX_ID_LENGTH:
+                    content["content_group_id"] = text
+                elif strict:
                     return self._item_reject(
                         ReasonCode.SCHEMA_VIOLATION,
                         index,
                         self._item_group,
                         element,
-                        "item group id must be a non-empty string or integer",
+                        "item group id must be a non-negative integer or digit text",
                     )
-                content["content_group_id"] = text
-            elif type(value) is int:
+                else:
+                    drops.append(("item.group_id", DropReason.NOT_INTEGER))
+            elif type(value) is int and value >= 0:
                 content["content_group_id"] = str(value)
             elif value is not None and value is not MISSING and value != "":
-                return self._item_reject(
-                    ReasonCode.SCHEMA_VIOLATION,
-                    index,
-                    self._item_group,
-                    element,
-                    "item group id must be a non-empty string or integer",
-                )
+                if strict:
+                    return self._item_reject(
+                        ReasonCode.SCHEMA_VIOLATION,
+                        index,
+                        self._item_group,
+                        element,
+                        "item group id must be a non-negative integer or digit text",
+                    )
+                drops.append(("item.group_id", DropReason.NOT_INTEGER))
 
             value = get(name_key) if name_key else name_get(element)
             if type(value) is str:
                 if value:
-                    content["content_name"] = value
+                    if pii and value not in clean and not self._is_clean(value):
+                        drops.append(("item.name", DropReason.PII))
+                    else:
+                        content["content_name"] = value
             elif value is not None and value is not MISSING:
-                return self._item_reject(
-                    ReasonCode.SCHEMA_VIOLATION,
-                    index,
-                    self._item_name,
-                    element,
-                    "item name must be a string",
-                )
+                if strict:
+                    return self._item_reject(
+                        ReasonCode.SCHEMA_VIOLATION,
+                        index,
+                        self._item_name,
+                        element,
+                        "item name must be a string",
+                    )
+                drops.append(("item.name", DropReason.INVALID_TYPE))
 
             value = get(price_key) if price_key else price_get(element)
             if value is not None and value is not MISSING and value != "":
                 price = amount_number(value)
-                if price is None:
+                if price is not None:
+                    content["content_price"] = price
+                elif strict:
                     return self._item_reject(
                         ReasonCode.INVALID_VALUE,
                         index,
@@ -766,20 +986,26 @@ class Transformer:
                         element,
                         "item price must be a non-negative decimal number",
                     )
-                content["content_price"] = price
+                else:
+                    drops.append(("item.price", DropReason.INVALID_VALUE))
 
             value = get(category_key) if category_key else category_get(element)
             if type(value) is str:
                 if value:
-                    content["content_type"] = value
+                    if pii and value not in clean and not self._is_clean(value):
+                        drops.append(("item.category", DropReason.PII))
+                    else:
+                        content["content_type"] = value
             elif value is not None and value is not MISSING:
-                return self._item_reject(
-                    ReasonCode.SCHEMA_VIOLATION,
-                    index,
-                    self._item_category,
-                    element,
-                    "item category must be a string",
-                )
+                if strict:
+                    return self._item_reject(
+                        ReasonCode.SCHEMA_VIOLATION,
+                        index,
+                        self._item_category,
+                        element,
+                        "item category must be a string",
+                    )
+                drops.append(("item.category", DropReason.INVALID_TYPE))
 
             value = get(quantity_key) if quantity_key else quantity_get(element)
             if type(value) is int and 0 < value < _MAX_COUNT:
@@ -787,7 +1013,10 @@ class Transformer:
                 quantities += value
             elif value is not None and value is not MISSING and value != "":
                 count = parse_count(value)
-                if count is None:
+                if count is not None:
+                    content["num_items"] = count
+                    quantities += count
+                elif strict:
                     return self._item_reject(
                         ReasonCode.INVALID_NUMBER_ITEMS,
                         index,
@@ -795,13 +1024,14 @@ class Transformer:
                         element,
                         "item quantity must be a positive integer",
                     )
-                content["num_items"] = count
-                quantities += count
+                else:
+                    drops.append(("item.quantity", DropReason.INVALID_VALUE))
+                    exact = False
             else:
                 quantities += 1
             if content:
                 contents.append(content)
-        return quantities
+        return quantities if exact else -1
 
     def _items_total(self, items: list[Any]) -> tuple[float, str] | None:
         """Exact sum of price x quantity when every item has a price (items already

@@ -34,13 +34,34 @@ class Route:
     event_id: str
 
 
+class DropReason(StrEnum):
+    """Why an optional field was left out of a conversion (metric label values: no PII)."""
+
+    INVALID_TYPE = "invalid_type"  # e.g. a number where text is expected
+    INVALID_VALUE = "invalid_value"  # the right type, but not a value X accepts
+    NOT_INTEGER = "not_integer"  # content_group_id: X types it as an integer
+    UNKNOWN_CURRENCY = "unknown_currency"  # value and currency both left out
+    UNUSABLE = "unusable"  # an identifier that cannot be normalised (e-mail, phone, ip...)
+    PII = "pii"  # free text holding an e-mail address or a phone number
+    TOO_MANY = "too_many"  # more items than MAX_ITEMS
+
+
+#: (field, reason) pairs: the field is a canonical mapping name (``item.group_id``).
+Dropped = tuple[tuple[str, str], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Conversion:
-    """Ready for batching: ``payload`` is the orjson bytes of ONE conversion object."""
+    """Ready for batching: ``payload`` is the orjson bytes of ONE conversion object.
+
+    ``dropped`` names the optional fields left out (field, reason), so that a user
+    checking a mapping sees what degraded; empty for the common, clean event.
+    """
 
     route: Route
     conversion_id: str
     payload: bytes
+    dropped: Dropped = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,3 +71,31 @@ class Rejection:
     reason: str
     field: str | None
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A message that is not a conversion and must not be dead-lettered.
+
+    Debezium deletes, tombstones, truncates (and updates unless enabled): the engine
+    marks the offset done (so it commits) and counts ``reason``; nothing is sent.
+    """
+
+    reason: str  # a SkipReason value
+    # For an engine that does not know skips yet: it dead-letters anything not a
+    # Conversion with (reason, field, message), which stays safe (nothing is lost).
+    field: str | None = None
+    message: str = "change event is not a new order (skipped)"
+
+
+class SkipReason(StrEnum):
+    """Stable skip reasons (metric label values)."""
+
+    DELETE = "delete"
+    TOMBSTONE = "tombstone"
+    TRUNCATE = "truncate"
+    UPDATE = "update"
+
+
+#: What ``Transformer.transform`` answers for one message.
+Result = Conversion | Rejection | Skip

@@ -106,7 +106,7 @@ def test_documented_env_name_overrides_the_setting(monkeypatch: pytest.MonkeyPat
         ("kafka.group_id", "g-env", "g-env"),
     ):
         monkeypatch.setenv(docs[dotted].env.strip("`"), value)
-        node: object = Settings()
+        node: object = load_settings()
         for part in dotted.split("."):
             node = getattr(node, part)
         assert node == want, dotted
@@ -190,7 +190,9 @@ def test_operations_sample_log_line_matches_the_engine() -> None:
     record = orjson.loads(line)
     assert list(record)[:4] == ["timestamp", "level", "logger", "event"]
     assert record["logger"] in _code_logger_names()
-    engine = (ROOT / "consumer" / "delivery" / "engine.py").read_text(encoding="utf-8")
+    engine = "\n".join(
+        path.read_text(encoding="utf-8") for path in (ROOT / "consumer" / "delivery").glob("*.py")
+    )
     assert f'"{record["event"]}"' in engine
     for key in record:
         if key not in ("timestamp", "level", "logger", "event"):

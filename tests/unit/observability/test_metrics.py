@@ -39,6 +39,8 @@ EXPECTED = {
     "xconv_account_blocked": ("gauge", {"account"}),
     "xconv_batch_size_events": ("histogram", set()),
     "xconv_dropped_identifiers": ("counter", {"kind"}),
+    "xconv_fields_dropped": ("counter", {"field", "reason"}),
+    "xconv_events_skipped": ("counter", {"reason"}),
     "xconv_event_loop_lag_seconds": ("gauge", set()),
     "xconv_build_info": ("gauge", {"version"}),
     "xconv_server_hints_capped": ("counter", {"account", "hint"}),
@@ -74,6 +76,8 @@ def exercise(m: Metrics) -> None:
     m.account_blocked.labels(account="18ce552mlaq").set(0)
     m.batch_size_events.observe(2)
     m.dropped_identifiers_total.labels(kind="phone").inc()
+    m.fields_dropped_total.labels(field="item.group_id", reason="not_integer").inc()
+    m.events_skipped_total.labels(reason="delete").inc()
     m.event_loop_lag_seconds.set(0.001)
     m.set_version("0.1.0")
     m.server_hints_capped_total.labels(account="18ce552mlaq", hint="retry_after").inc()

@@ -17,7 +17,9 @@ from consumer.observability.redact import (
     REDACTED,
     SECRET,
     RedactProcessor,
+    contains_contact,
     is_sensitive_key,
+    redact_errors,
     redact_event_dict,
     redact_text,
     redact_value,
@@ -260,3 +262,47 @@ def test_exception_text_is_scanned() -> None:
     for leaked in ("bob@example.net", "198.51.100.20", "555 0143"):
         assert leaked not in out
     assert "RuntimeError: send failed for" in out
+
+
+def test_x_errors_are_redacted_for_dead_letter_headers() -> None:
+    errors = [
+        {
+            "code": "INVALID_PARAMETER",
+            "message": "hashed_email (jane.doe@example.com) is not a valid SHA-256 hash",
+            "parameter": "conversions[3].identifiers[0].hashed_email",
+        },
+        {
+            "code": "INVALID_PARAMETER",
+            "message": "conversion_id (+1 415 555 0100) is rejected, from 203.0.113.9",
+            "parameter": "conversions[4].conversion_id",
+        },
+    ]
+    out = redact_errors(errors)
+    assert out[0] == {
+        "code": "INVALID_PARAMETER",
+        "message": f"hashed_email ({EMAIL}) is not a valid SHA-256 hash",
+        "parameter": "conversions[3].identifiers[0].hashed_email",
+    }
+    assert out[1]["code"] == "INVALID_PARAMETER"
+    assert out[1]["parameter"] == "conversions[4].conversion_id"
+    assert PHONE in out[1]["message"]
+    assert IP in out[1]["message"]
+    assert "415 555" not in out[1]["message"]
+    assert "203.0.113.9" not in out[1]["message"]
+    assert errors[0]["message"].startswith("hashed_email (jane")  # the input is not changed
+
+
+@given(st.emails(), st.sampled_from(["", "got ", "value ("]))
+def test_contains_contact_agrees_with_redact_text(email: str, prefix: str) -> None:
+    text = f"{prefix}{email} done"
+    assert contains_contact(text)
+    assert not contains_contact(redact_text(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Merino Wool Blanket", "ORD-100024", "5600000100007", "2026-01-01T00:00:00.000Z", "19.99"],
+)
+def test_contains_contact_keeps_ordinary_text(text: str) -> None:
+    assert not contains_contact(text)
+    assert redact_text(text) == text

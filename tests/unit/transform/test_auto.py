@@ -22,6 +22,7 @@ from consumer.transform import (
     TransformSettings,
 )
 from consumer.transform.detect import detect_format
+from consumer.transform.types import Skip
 from tests.unit.transform.helpers import NOW, ROUTE, event, make, raw
 from tests.unit.transform.test_properties import json_values, shaped_values
 
@@ -184,7 +185,7 @@ def test_auto_refuses_mapping_overrides() -> None:
 
 def check_auto(data: bytes) -> None:
     result = AUTO.transform(data)
-    assert isinstance(result, Conversion | Rejection)
+    assert isinstance(result, Conversion | Rejection | Skip)
     if isinstance(result, Rejection):
         assert result.reason in {code.value for code in ReasonCode}
         assert result.reason != ReasonCode.INTERNAL_ERROR, result

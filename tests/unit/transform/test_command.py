@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from consumer.cli import main
-from consumer.samples import SampleGenerator
+from consumer.samples import SampleGenerator, debezium_changes
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -146,3 +146,32 @@ def test_subprocess_usage_error() -> None:
     )
     assert proc.returncode == 2
     assert b"invalid choice" in proc.stderr
+
+
+def test_dropped_fields_and_skips_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    gen = SampleGenerator(seed=3, presets=["segment"])
+    degraded = gen.event(defect="unknown_currency")
+    segment = b"\n".join([degraded.value, gen.event().value]) + b"\n"
+    code, out, _ = run_main(["transform", "--preset", "segment"], segment, monkeypatch)
+    assert code == 0
+    first, second = lines_of(out)
+    assert first["ok"] is True
+    assert {"field": "currency", "reason": "unknown_currency"} in first["dropped"]
+    assert "price_currency" not in first["conversion"]
+    assert all(d["field"] in ("item.group_id",) for d in second.get("dropped", []))
+
+    changes = SampleGenerator(seed=3, presets=["debezium"]).event().value
+    update, delete, _tombstone = debezium_changes(1, 1_767_225_600_000)
+    assert update is not None
+    assert delete is not None
+    stdin = b"\n".join([changes, update, delete, b""]) + b"\n"
+    code, out, _ = run_main(["transform", "--preset", "debezium"], stdin, monkeypatch)
+    assert code == 0
+    results = lines_of(out)
+    assert results[0]["ok"] is True
+    assert "conversion" in results[0]
+    assert results[1:] == [
+        {"ok": True, "skipped": True, "reason": "update"},
+        {"ok": True, "skipped": True, "reason": "delete"},
+        {"ok": True, "skipped": True, "reason": "tombstone"},
+    ]

@@ -21,18 +21,19 @@ from consumer.transform import (
     RoutingSettings,
     TransformSettings,
 )
+from consumer.transform.types import Result
 from tests.unit.transform.helpers import NOW, ROUTE, event, make, raw
 
 VECTOR = "e586883b2b4faf78d48300a79e0e15138d664cdf796ffb86e533170a9893eda8"
 
 
-def ok(result: Conversion | Rejection) -> dict[str, Any]:
+def ok(result: Result) -> dict[str, Any]:
     assert isinstance(result, Conversion), result
     body: dict[str, Any] = orjson.loads(result.payload)
     return body
 
 
-def rejected(result: Conversion | Rejection, reason: ReasonCode) -> Rejection:
+def rejected(result: Result, reason: ReasonCode) -> Rejection:
     assert isinstance(result, Rejection), result
     assert result.reason == reason.value, result
     return result
@@ -132,33 +133,160 @@ def test_not_an_event(raw_bytes: bytes, reason: ReasonCode) -> None:
         ({"event_time": "2025-12-31T23:00:00"}, ReasonCode.NAIVE_TIME, "event_time"),
         ({"event_time": NOW - 8 * 86400}, ReasonCode.TIME_TOO_OLD, "event_time"),
         ({"event_time": NOW + 301}, ReasonCode.TIME_IN_FUTURE, "event_time"),
-        ({"currency": "ZZZ"}, ReasonCode.UNKNOWN_CURRENCY, "currency"),
-        ({"currency": 840}, ReasonCode.SCHEMA_VIOLATION, "currency"),
-        ({"value": "-1"}, ReasonCode.INVALID_VALUE, "value"),
-        ({"value": "12,50"}, ReasonCode.INVALID_VALUE, "value"),
-        ({"number_items": 0}, ReasonCode.INVALID_NUMBER_ITEMS, "number_items"),
-        (
-            {"items": [{"quantity": 1}, {"quantity": -2}]},
-            ReasonCode.INVALID_NUMBER_ITEMS,
-            "items[1].quantity",
-        ),
-        ({"items": [{"price": "x"}]}, ReasonCode.INVALID_VALUE, "items[0].price"),
-        ({"items": [{"name": 5}]}, ReasonCode.SCHEMA_VIOLATION, "items[0].name"),
-        ({"items": ["SKU1"]}, ReasonCode.SCHEMA_VIOLATION, "items[0]"),
-        ({"items": {"id": 1}}, ReasonCode.SCHEMA_VIOLATION, "items"),
-        ({"description": 5}, ReasonCode.SCHEMA_VIOLATION, "description"),
         ({"event_type": 5}, ReasonCode.SCHEMA_VIOLATION, "event_type"),
         ({"event_type": "refund"}, ReasonCode.NO_ROUTE, "event_type"),
         ({"conversion_id": "x" * 300}, ReasonCode.INVALID_CONVERSION_ID, "conversion_id"),
-        ({"user": {"email": 5}}, ReasonCode.SCHEMA_VIOLATION, "user.email"),
-        ({"user": {"email": "a@b.c", "ip": 5}}, ReasonCode.SCHEMA_VIOLATION, "user.ip"),
     ],
 )
-def test_rejections_name_reason_and_field(
-    changes: dict[str, Any], reason: ReasonCode, field: str
+@pytest.mark.parametrize("strict", [False, True])
+def test_required_parts_reject_the_event(
+    changes: dict[str, Any], reason: ReasonCode, field: str, strict: bool
 ) -> None:
-    result = rejected(make().transform(raw(event(**changes))), reason)
+    result = rejected(
+        make(TransformSettings(strict=strict)).transform(raw(event(**changes))), reason
+    )
     assert result.field == field
+
+
+# An invalid optional field: strict rejects with (reason, field); the default leaves the
+# field out and reports (dropped field, drop reason).
+OPTIONAL_CASES = [
+    (
+        {"currency": "ZZZ"},
+        ReasonCode.UNKNOWN_CURRENCY,
+        "currency",
+        ("currency", "unknown_currency"),
+    ),
+    ({"currency": 840}, ReasonCode.SCHEMA_VIOLATION, "currency", ("currency", "invalid_type")),
+    ({"value": "-1"}, ReasonCode.INVALID_VALUE, "value", ("value", "invalid_value")),
+    ({"value": "12,50"}, ReasonCode.INVALID_VALUE, "value", ("value", "invalid_value")),
+    (
+        {"number_items": 0},
+        ReasonCode.INVALID_NUMBER_ITEMS,
+        "number_items",
+        ("number_items", "invalid_value"),
+    ),
+    (
+        {"items": [{"quantity": 1}, {"quantity": -2}]},
+        ReasonCode.INVALID_NUMBER_ITEMS,
+        "items[1].quantity",
+        ("item.quantity", "invalid_value"),
+    ),
+    (
+        {"items": [{"price": "x"}]},
+        ReasonCode.INVALID_VALUE,
+        "items[0].price",
+        ("item.price", "invalid_value"),
+    ),
+    (
+        {"items": [{"name": 5}]},
+        ReasonCode.SCHEMA_VIOLATION,
+        "items[0].name",
+        ("item.name", "invalid_type"),
+    ),
+    (
+        {"items": [{"group_id": "SKU-1-0"}]},
+        ReasonCode.SCHEMA_VIOLATION,
+        "items[0].group_id",
+        ("item.group_id", "not_integer"),
+    ),
+    ({"items": ["SKU1"]}, ReasonCode.SCHEMA_VIOLATION, "items[0]", ("items", "invalid_type")),
+    ({"items": {"id": 1}}, ReasonCode.SCHEMA_VIOLATION, "items", ("items", "invalid_type")),
+    (
+        {"description": 5},
+        ReasonCode.SCHEMA_VIOLATION,
+        "description",
+        ("description", "invalid_type"),
+    ),
+    (
+        {"user": {"email": "a@b.c", "phone": 5}},
+        ReasonCode.SCHEMA_VIOLATION,
+        "user.phone",
+        ("phone", "invalid_type"),
+    ),
+    (
+        {"user": {"email": "a@b.c", "ip": 5}},
+        ReasonCode.SCHEMA_VIOLATION,
+        "user.ip",
+        ("ip", "invalid_type"),
+    ),
+    (
+        {"user": {"email": "a@b.c", "twclid": 5}},
+        ReasonCode.SCHEMA_VIOLATION,
+        "user.twclid",
+        ("twclid", "invalid_type"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("changes", "reason", "field", "drop"), OPTIONAL_CASES)
+def test_strict_rejects_invalid_optional_fields(
+    changes: dict[str, Any], reason: ReasonCode, field: str, drop: tuple[str, str]
+) -> None:
+    result = rejected(make(TransformSettings(strict=True)).transform(raw(event(**changes))), reason)
+    assert result.field == field
+
+
+@pytest.mark.parametrize(("changes", "reason", "field", "drop"), OPTIONAL_CASES)
+def test_invalid_optional_fields_are_left_out_and_counted(
+    changes: dict[str, Any], reason: ReasonCode, field: str, drop: tuple[str, str]
+) -> None:
+    transformer = make()
+    result = transformer.transform(raw(event(**changes)))
+    body = ok(result)
+    assert isinstance(result, Conversion)
+    assert drop in result.dropped
+    assert transformer.dropped_fields[drop] >= 1
+    assert sum(transformer.dropped_fields.values()) == len(result.dropped)
+    assert all(type(name) is str and type(why) is str for name, why in transformer.dropped_fields)
+    sent = {"currency": "price_currency", "number_items": "number_items"}.get(drop[0])
+    if sent is not None:
+        assert sent not in body
+    if drop[0] == "value":
+        assert "value" not in body
+
+
+def test_unusable_currency_drops_value_and_item_prices() -> None:
+    result = make().transform(
+        raw(event(currency="ZZZ", items=[{"id": "S1", "price": "2.50", "quantity": 2}]))
+    )
+    body = ok(result)
+    assert isinstance(result, Conversion)
+    assert "value" not in body
+    assert "price_currency" not in body
+    assert body["contents"] == [{"content_id": "S1", "num_items": 2}]
+    assert set(result.dropped) == {
+        ("currency", "unknown_currency"),
+        ("value", "unknown_currency"),
+        ("item.price", "unknown_currency"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("group", "sent"),
+    [
+        (123, "123"),
+        ("  456 ", "456"),
+        (0, "0"),
+        ("507f1f77bcf86cd799439011", None),
+        (-3, None),
+        ("12.5", None),
+        ("\uff11\uff12", None),
+        (True, None),
+    ],
+)
+def test_content_group_id_only_from_integer_like_values(group: Any, sent: str | None) -> None:
+    body = ok(make().transform(raw(event(items=[{"id": "S1", "group_id": group}]))))
+    assert body["contents"][0].get("content_group_id") == sent
+    assert body["contents"][0]["content_id"] == "S1"
+
+
+def test_clean_event_reports_no_drops() -> None:
+    transformer = make()
+    result = transformer.transform(raw(event()))
+    assert isinstance(result, Conversion)
+    assert result.dropped == ()
+    assert dict(transformer.dropped_fields) == {}
 
 
 @pytest.mark.parametrize(
@@ -336,7 +464,8 @@ def test_custom_mapping() -> None:
     assert body["price_currency"] == "GBP"
     assert body["contents"] == [{"content_id": "S1", "content_price": 2.5, "num_items": 2}]
     doc["data"]["lines"][0]["qty"] = "many"  # type: ignore[index]
-    bad = rejected(make(settings).transform(raw(doc)), ReasonCode.INVALID_NUMBER_ITEMS)
+    strict = settings.model_copy(update={"strict": True})
+    bad = rejected(make(strict).transform(raw(doc)), ReasonCode.INVALID_NUMBER_ITEMS)
     assert bad.field == "data.lines[0].qty"
 
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import faulthandler
+import logging
 import os
 import signal
 import sys
+import threading
 
 import structlog
 
@@ -28,6 +32,10 @@ EXIT_ENGINE_FAILED = 4
 
 log = structlog.get_logger("xconv.run")
 
+# Slack on top of drain_timeout_s + 3 x kafka.call_timeout_s before the shutdown watchdog
+# ends the process: covers the final commit request, closing the clients, the summary.
+SHUTDOWN_MARGIN_S = 5.0
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
@@ -38,7 +46,25 @@ def run(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     configure_logging(settings.observability.log_level, settings.observability.log_format)
-    return asyncio.run(serve(settings))
+    code = asyncio.run(serve(settings))
+    # Every client was closed (each within its bound) in serve(). A librdkafka worker
+    # thread still inside a native call would hold the interpreter's exit forever, so
+    # leave without joining threads: the work is done and the logs are flushed.
+    exit_now(code)
+    return code  # unreachable; keeps the command protocol's signature
+
+
+def shutdown_bound_s(settings: Settings) -> float:
+    """The most a shutdown may take from SIGTERM to exit (documented in operations.md)."""
+    return settings.delivery.drain_timeout_s + 3 * settings.kafka.call_timeout_s + SHUTDOWN_MARGIN_S
+
+
+def exit_now(code: int) -> None:
+    """Flush what was logged and end the process without waiting for other threads."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 async def serve(settings: Settings) -> int:
@@ -56,8 +82,9 @@ async def serve(settings: Settings) -> int:
     await server.start()
     engine = Engine(settings, metrics=metrics, health=health)
     loop = asyncio.get_running_loop()
+    bound = shutdown_bound_s(settings)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, _stop, engine, sig)
+        loop.add_signal_handler(sig, _stop, engine, sig, loop, bound)
     heartbeat = asyncio.create_task(run_event_loop_heartbeat(health, metrics))
     try:
         report = await engine.run()
@@ -67,12 +94,7 @@ async def serve(settings: Settings) -> int:
     print_summary(engine)
     code = exit_code(report)
     if report.threads_stuck:
-        # A librdkafka call overran its bound: its worker thread may never return, and
-        # the interpreter would wait for it at exit. Leave now, loudly, with the code.
-        log.error("exiting_without_joining_kafka_threads", exit_code=code)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        log.error("kafka_call_overran_at_close", exit_code=code)
     return code
 
 
@@ -83,9 +105,47 @@ def exit_code(report: DrainReport) -> int:
     return 0 if report.clean else EXIT_DRAIN_TIMEOUT
 
 
-def _stop(engine: Engine, sig: signal.Signals) -> None:
-    log.info("shutdown_requested", signal=sig.name)
+def _stop(
+    engine: Engine, sig: signal.Signals, loop: asyncio.AbstractEventLoop, bound_s: float
+) -> None:
+    log.info("shutdown_requested", signal=sig.name, bound_s=bound_s)
     engine.request_stop()
+    _arm_shutdown_watchdog(loop, bound_s)
+
+
+_watchdog: threading.Timer | None = None
+
+
+def _arm_shutdown_watchdog(loop: asyncio.AbstractEventLoop, bound_s: float) -> None:
+    """A thread that ends the process if shutdown overruns its bound, saying where it hung.
+
+    Every wait in the engine is bounded; this is the net under those bounds, so that a
+    shutdown can never hang (a hung pod blocks a rolling update and holds partitions).
+    """
+    global _watchdog  # noqa: PLW0603 - one watchdog per process
+    if _watchdog is not None:
+        return
+
+    def overrun() -> None:
+        log.error("shutdown_overran", bound_s=bound_s, action="exiting with code 3")
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(_log_task_stacks)
+        threading.Event().wait(0.5)
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        exit_now(EXIT_DRAIN_TIMEOUT)
+
+    _watchdog = threading.Timer(bound_s, overrun)
+    _watchdog.daemon = True
+    _watchdog.start()
+
+
+def _log_task_stacks() -> None:
+    """Code locations only (no values): where each asyncio task waits."""
+    for task in asyncio.all_tasks():
+        frames = [
+            f"{f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}" for f in task.get_stack()
+        ]
+        log.error("task_stack", task=task.get_name(), frames=frames)
 
 
 def print_summary(engine: Engine) -> None:

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+from typing import Any
 
 import structlog
 
@@ -140,12 +141,26 @@ def _arm_shutdown_watchdog(loop: asyncio.AbstractEventLoop, bound_s: float) -> N
 
 
 def _log_task_stacks() -> None:
-    """Code locations only (no values): where each asyncio task waits."""
+    """Code locations only (no values): where each asyncio task waits, the whole chain."""
     for task in asyncio.all_tasks():
-        frames = [
-            f"{f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}" for f in task.get_stack()
-        ]
-        log.error("task_stack", task=task.get_name(), frames=frames)
+        log.error("task_stack", task=task.get_name(), frames=await_chain(task.get_coro()))
+
+
+def await_chain(coro: object) -> list[str]:
+    """``file:line function`` of each coroutine a task is suspended in, outermost first."""
+    frames: list[str] = []
+    node: Any = coro
+    for _ in range(64):
+        frame = getattr(node, "cr_frame", None) or getattr(node, "gi_frame", None)
+        if frame is not None:
+            frames.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        awaited = getattr(node, "cr_await", None) or getattr(node, "gi_yieldfrom", None)
+        if awaited is None:
+            if node is not coro:
+                frames.append(f"awaiting {type(node).__name__}")
+            break
+        node = awaited
+    return frames
 
 
 def print_summary(engine: Engine) -> None:

@@ -19,7 +19,6 @@ crashes) at worst redelivers, and X de-duplicates redeliveries by ``conversion_i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -256,7 +255,7 @@ class Engine:
             await self._source.start()
         except Exception as exc:
             self._supervisor.fail(TaskFailure("start", None, exc))
-            return await self._shutdown(None)
+            return await self._shutdown()
         self.health.set_started()
         self.health.set_waiting_for_assignment(True)
         self.health.broker_contact(self._source.last_contact)
@@ -266,12 +265,11 @@ class Engine:
             group_id=self._group_id or s.kafka.group_id,
             accounts=sorted(self._lanes),
         )
-        committer = self._supervisor.spawn(self._commit_loop(), "commit")
         try:
             await self._consume_loop()
         except Exception as exc:
             self._supervisor.fail(TaskFailure("consume", None, exc))
-        return await self._shutdown(committer)
+        return await self._shutdown()
 
     def _client(self, account: AccountSettings) -> RequestSender:
         if self._client_factory is not None:
@@ -307,14 +305,10 @@ class Engine:
             ),
         )
 
-    async def _shutdown(self, committer: asyncio.Task[Any] | None) -> DrainReport:
+    async def _shutdown(self) -> DrainReport:
         """Flush partial batches, wait for in-flight work (bounded), commit, close."""
         self._closing = True
         self.health.set_draining()
-        if committer is not None:
-            committer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await committer
         failure = self._supervisor.failure
         if failure is None:
             for batch in self._batcher.drain():
@@ -351,13 +345,17 @@ class Engine:
             await self._source.close()
             stuck = self._source.close_timed_out
         if self._producer is not None and hasattr(self._producer, "close"):
-            try:
-                await asyncio.wait_for(self._producer.close(bound), bound + 1.0)
-            except TimeoutError:
+            closing = asyncio.ensure_future(self._producer.close(bound))
+            done, _ = await asyncio.wait({closing}, timeout=bound + 1.0)
+            if closing not in done:
+                closing.cancel()
                 log.error("dead_letter_producer_close_timed_out", bound_s=bound)
                 stuck = True
-            except Exception as exc:
-                log.warning("dead_letter_producer_close_failed", error=type(exc).__name__)
+            elif closing.exception() is not None:
+                log.warning(
+                    "dead_letter_producer_close_failed",
+                    error=type(closing.exception()).__name__,
+                )
         if self._session is not None:
             await self._session.close()
         return stuck
@@ -368,7 +366,14 @@ class Engine:
         assert self._source is not None
         source, batcher, tracker = self._source, self._batcher, self._tracker
         size = self.settings.kafka.fetch_batch_size
+        interval = self.settings.delivery.commit_interval_s
+        next_commit = self._clock() + interval
         while not self._stop.is_set():
+            if self._clock() >= next_commit:
+                # The consume loop is the consumer handle's one user: commits, contact
+                # checks and lag queries run here, between fetches, never beside one.
+                await self._periodic(interval)
+                next_commit = self._clock() + interval
             await self._apply_backpressure()
             deadline = batcher.next_deadline()
             timeout = 0.2 if deadline is None else min(0.2, max(0.0, deadline - self._clock()))
@@ -534,13 +539,10 @@ class Engine:
 
     # -- committing ------------------------------------------------------------------
 
-    async def _commit_loop(self) -> None:
-        interval = self.settings.delivery.commit_interval_s
-        while True:
-            await asyncio.sleep(interval)
-            await self._commit()
-            await self._observe_broker(interval)
-            self._publish_dropped_identifiers()
+    async def _periodic(self, interval: float) -> None:
+        await self._commit()
+        await self._observe_broker(interval)
+        self._publish_dropped_identifiers()
 
     async def _commit(self, only: set[TP] | None = None) -> None:
         """Ask for the contiguous watermark of owned partitions (``only`` if given)."""

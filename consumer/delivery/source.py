@@ -99,6 +99,7 @@ class KafkaSource:
         self._consumer: ConsumerLike | None = None
         self._commit_lock = asyncio.Lock()
         self._newly_assigned: list[TP] = []
+        self._rebalanced = False
         self.paused = False
         self.last_contact = clock()
         self.close_timed_out = False
@@ -126,10 +127,9 @@ class KafkaSource:
             return
         consumer, self._consumer = self._consumer, None
         try:
-            await asyncio.wait_for(consumer.close(), self.call_timeout_s)
-        except TimeoutError:
+            await self._bounded(consumer.close(), "close")
+        except KafkaCallTimeout:
             self.close_timed_out = True
-            log.error("kafka_close_timed_out", bound_s=self.call_timeout_s)
         except KafkaException as exc:
             log.warning("kafka_close_failed", error=_err_name(exc))
 
@@ -145,8 +145,9 @@ class KafkaSource:
         )
         if messages:
             self.last_contact = self._clock()
-        if self._newly_assigned:
-            await self._sync_new_partitions()
+        if self._rebalanced:
+            self._rebalanced = False
+            await self._sync_after_rebalance()
         return list(messages)
 
     async def set_paused(self, paused: bool) -> int:
@@ -166,17 +167,19 @@ class KafkaSource:
         )
         return len(parts)
 
-    async def _sync_new_partitions(self) -> None:
+    async def _sync_after_rebalance(self) -> None:
+        """Give partitions just assigned the paused state; recount what is paused."""
         new, self._newly_assigned = self._newly_assigned, []
         consumer = self._require()
         parts = [TopicPartition(t, p) for t, p in new]
-        if self.paused:
+        if parts and self.paused:
             await self._bounded(consumer.pause(parts), "pause")
-            assigned = await self._bounded(consumer.assignment(), "assignment")
-            self._metrics.partitions_paused.set(len(assigned))
-        else:
+        elif parts:
             # A pause flag may outlive a revoke: a re-assigned partition starts clean.
             await self._bounded(consumer.resume(parts), "resume")
+        if self.paused:
+            assigned = await self._bounded(consumer.assignment(), "assignment")
+            self._metrics.partitions_paused.set(len(assigned))
 
     # -- commits ---------------------------------------------------------------------
 
@@ -252,15 +255,18 @@ class KafkaSource:
             await self._bounded(self._require().pause(partitions), "pause")
         await self._listener.on_assigned(tps)
         self._newly_assigned.extend(tps)
+        self._rebalanced = True
         log.info("partitions_assigned", partitions=[f"{t}[{p}]" for t, p in tps])
 
     async def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         tps = tps_of(partitions)
+        self._rebalanced = True
         await self._listener.on_revoking(tps)
         log.info("partitions_revoked", partitions=[f"{t}[{p}]" for t, p in tps])
 
     async def _on_lost(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         tps = tps_of(partitions)
+        self._rebalanced = True
         self._listener.on_lost(tps)
         log.warning("partitions_lost", partitions=[f"{t}[{p}]" for t, p in tps])
 
@@ -280,12 +286,27 @@ class KafkaSource:
         return self._consumer
 
     async def _bounded(self, call: Awaitable[T], what: str, bound: float | None = None) -> T:
+        """Await ``call`` for at most its bound; never wait for its cancellation.
+
+        ``asyncio.wait_for`` waits until a timed-out call has finished cancelling; a call
+        whose worker thread is stuck inside librdkafka may never finish, so the task is
+        cancelled and left behind instead (the process exits without joining threads).
+        """
         limit = self.call_timeout_s if bound is None else bound
-        try:
-            return await asyncio.wait_for(call, limit)
-        except TimeoutError:
-            log.error("kafka_call_timed_out", call=what, bound_s=round(limit, 1))
-            raise KafkaCallTimeout(f"{what} did not return within {limit:.1f}s") from None
+        task = asyncio.ensure_future(call)
+        done, _ = await asyncio.wait({task}, timeout=limit)
+        if task in done:
+            return task.result()
+        task.cancel()
+        task.add_done_callback(_consume_outcome)
+        log.error("kafka_call_timed_out", call=what, bound_s=round(limit, 1))
+        raise KafkaCallTimeout(f"{what} did not return within {limit:.1f}s")
+
+
+def _consume_outcome(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned call's outcome so asyncio does not report it as lost."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _err_name(exc: object) -> str:

@@ -22,6 +22,7 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from consumer.commands.common import add_config_argument, load_or_report
+from consumer.commands.run import exit_now
 from consumer.delivery.dlq import decode_headers
 from consumer.delivery.engine import Engine, consumer_config
 from consumer.observability.health import HealthState
@@ -59,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.observability.log_level, settings.observability.log_format)
     if args.dlq_command == "show":
         return show(settings, args.limit)
-    return asyncio.run(replay(settings, args.since, args.group))
+    code = asyncio.run(replay(settings, args.since, args.group))
+    exit_now(code)  # as `xconv run`: never wait for a librdkafka worker thread at exit
+    return code
 
 
 def _snapshot(settings: Settings, group: str, since: datetime | None) -> dict[tuple[str, int], int]:

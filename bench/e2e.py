@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -116,7 +117,12 @@ class Suite:
         return topic, run
 
     def consumer(
-        self, topic: str, run: str, accounts: list[dict[str, Any]] | None = None, **overrides: Any
+        self,
+        topic: str,
+        run: str,
+        accounts: list[dict[str, Any]] | None = None,
+        program: list[str] | None = None,
+        **overrides: Any,
     ) -> tuple[Process, str, ProcessSampler]:
         """Start ``xconv run`` on ``topic`` with the demo account (or ``accounts``)."""
         account = consumer_account(DEMO_ACCOUNT["account_id"], DEMO_ACCOUNT["pixel_id"])
@@ -142,7 +148,9 @@ class Suite:
         config["observability"]["log_level"] = "warning"
         path = self.stack.workdir / f"config-{run}.toml"
         path.write_text(tomli_w.dumps(config))
-        process, metrics_url = self.stack.start_consumer(path, name=f"consumer-{run}")
+        process, metrics_url = self.stack.start_consumer(
+            path, name=f"consumer-{run}", program=program
+        )
         sampler = ProcessSampler(process.popen.pid, interval=0.1)
         sampler.start()
         return process, metrics_url, sampler
@@ -204,13 +212,21 @@ def raw_ceiling(bootstrap: str, topic: str, total: int) -> float:
 # --------------------------------------------------------------------------------------
 
 
-def throughput(suite: Suite, pool: Pool, events: int) -> dict[str, float]:
+#: ``xconv run`` with the transform replaced by a no-op (bench/noop_engine.py).
+NOOP_ENGINE = [sys.executable, "-m", "bench.noop_engine"]
+
+
+def throughput(
+    suite: Suite, pool: Pool, events: int, *, noop_transform: bool = False
+) -> dict[str, float]:
+    """Consume ``events`` with the rate limit off; with ``noop_transform`` the engine's
+    own cost (everything but the transform) is what the consumer's CPU measures."""
     topic, run = suite.new_run({"accounts": [_demo_sandbox_account({"enabled": False})]})
     keys, values = pool.tiled(events)
     produce_all(suite.stack.bootstrap, topic, keys, values)
     sandbox_pid = suite.sandbox.popen.pid if suite.sandbox else 0
     sandbox_sampler = ProcessSampler(sandbox_pid, interval=0.5)
-    proc, url, sampler = suite.consumer(topic, run)
+    proc, url, sampler = suite.consumer(topic, run, program=NOOP_ENGINE if noop_transform else None)
     _wait_metric(url, "xconv_events_consumed_total", proc, "first fetch")
     start, cpu0 = time.perf_counter(), sampler.proc.cpu_times()
     sandbox_sampler.sample()

@@ -28,7 +28,7 @@ from bench.common import REPO_ROOT, RUN_ROOT, machine
 
 RESULTS = REPO_ROOT / "bench" / "results.json"
 OUTPUT = REPO_ROOT / "BENCHMARKS.md"
-SCENARIOS = ("transform", "e2e", "pacing", "outage", "latency", "accounts")
+SCENARIOS = ("transform", "e2e", "engine", "pacing", "outage", "latency", "accounts")
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -122,6 +122,29 @@ def main(argv: list[str] | None = None) -> int:
                 return _repeat(runs, lambda: e2e.throughput(s, p, events), "e2e")
 
             record("e2e", cmd, run_e2e)
+        if "engine" in only:
+            cmd = f"{base_cmd} --only engine --events {events} --runs {runs}"
+
+            def run_engine() -> dict[str, Any]:
+                # Interleaved rounds, the real transform and the no-op one side by side,
+                # so load on this noisy machine hits both alike; read the ratio.
+                s, p = need_suite()
+                rows: list[dict[str, float]] = []
+                for i in range(runs):
+                    full = e2e.throughput(s, p, events)
+                    noop = e2e.throughput(s, p, events, noop_transform=True)
+                    row = {
+                        "full_cpu_us_per_event": full["cpu_us_per_event"],
+                        "noop_cpu_us_per_event": noop["cpu_us_per_event"],
+                        "full_events_per_s": full["events_per_s"],
+                        "noop_events_per_s": noop["events_per_s"],
+                        "noop_share": noop["cpu_us_per_event"] / full["cpu_us_per_event"],
+                    }
+                    print(f"  engine round {i + 1}/{runs}: {row}", flush=True)
+                    rows.append(row)
+                return {key: _stats([r[key] for r in rows]) for key in rows[0]}
+
+            record("engine", cmd, run_engine)
         if "pacing" in only:
             # Windows long enough that the header's whole-second reset is a small error
             # (the example budget: 1,000 requests per 60 s).
@@ -284,6 +307,33 @@ def render(info: dict[str, str], r: dict[str, Any]) -> str:
             "55,600 events/s on one process",
             _met(None if eps is None else eps >= e2e.X_EVENTS_PER_S),
             cmd("e2e"),
+        ),
+    ]
+    noop = med("engine", "noop_cpu_us_per_event")
+    rows += [
+        (
+            "2b. Engine's own CPU per event (no-op transform, same run as the next row)",
+            _fmt(get("engine", "noop_cpu_us_per_event"), 1) + " µs",
+            "≤ 3 µs",
+            _met(None if noop is None else noop <= 3),
+            cmd("engine"),
+        ),
+        (
+            "2b. Consumer CPU per event with the real transform (interleaved rounds)",
+            _fmt(get("engine", "full_cpu_us_per_event"), 1) + " µs",
+            "",
+            "",
+            cmd("engine"),
+        ),
+        (
+            "2b. Throughput, no-op transform / real transform",
+            _fmt(get("engine", "noop_events_per_s"))
+            + " / "
+            + _fmt(get("engine", "full_events_per_s"))
+            + " events/s",
+            "",
+            "",
+            cmd("engine"),
         ),
     ]
     for name, label in (("pacing_headers", "with headers"), ("pacing_no_headers", "no headers")):

@@ -243,12 +243,15 @@ class Stack:
         path.write_text(tomli_w.dumps(config))
         return path
 
-    def start_consumer(self, config: Path, name: str = "consumer") -> tuple[Process, str]:
-        """Start ``xconv run``; returns the process and its metrics URL."""
+    def start_consumer(
+        self, config: Path, name: str = "consumer", program: list[str] | None = None
+    ) -> tuple[Process, str]:
+        """Start ``xconv run`` (or ``program`` with the same arguments); returns the
+        process and its metrics URL."""
         port = free_port()
         process = self.spawn(
             name,
-            [*XCONV, "run", "--config", str(config)],
+            [*(program or XCONV), "run", "--config", str(config)],
             env={"XCONV_OBSERVABILITY__HTTP_PORT": str(port)},
         )
         return process, f"http://127.0.0.1:{port}/metrics"

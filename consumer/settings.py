@@ -103,7 +103,7 @@ class KafkaSettings(_Section):
     session_timeout_ms: int = Field(default=45_000, ge=6_000)
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
     # Bound on every librdkafka call that can block (commit, close, pause, metadata):
-    # shutdown completes within delivery.drain_timeout_s + 3 x call_timeout_s.
+    # shutdown completes within delivery.drain_timeout_s + 4 x call_timeout_s + 5 s.
     call_timeout_s: float = Field(default=5.0, gt=0, le=120)
     # A dead-letter topic that does not exist is retried this long, then the engine stops.
     unknown_topic_grace_s: float = Field(default=60.0, ge=0)

@@ -59,7 +59,7 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     "kafka.max_poll_interval_ms": "librdkafka `max.poll.interval.ms`.",
     "kafka.call_timeout_s": "Bound on every librdkafka call that can block (commit request, "
     "pause, metadata, close); a fetch gets its poll time plus `delivery.revoke_timeout_s` "
-    "on top. Shutdown completes within `delivery.drain_timeout_s` + 3 x this.",
+    "on top. Shutdown completes within `delivery.drain_timeout_s` + 4 x this + 5 s.",
     "kafka.unknown_topic_grace_s": "How long a dead-letter topic that does not exist is "
     "retried before the engine stops with exit code 4.",
     "api.base_url": "Scheme and host of the X Ads API (or of `xconv sandbox`).",

@@ -33,7 +33,7 @@ EXIT_ENGINE_FAILED = 4
 
 log = structlog.get_logger("xconv.run")
 
-# Slack on top of drain_timeout_s + 3 x kafka.call_timeout_s before the shutdown watchdog
+# Slack on top of drain_timeout_s + 4 x kafka.call_timeout_s before the shutdown watchdog
 # ends the process: covers the final commit request, closing the clients, the summary.
 SHUTDOWN_MARGIN_S = 5.0
 
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
 def shutdown_bound_s(settings: Settings) -> float:
     """The most a shutdown may take from SIGTERM to exit (documented in operations.md)."""
-    return settings.delivery.drain_timeout_s + 3 * settings.kafka.call_timeout_s + SHUTDOWN_MARGIN_S
+    return settings.delivery.drain_timeout_s + 4 * settings.kafka.call_timeout_s + SHUTDOWN_MARGIN_S
 
 
 def exit_now(code: int) -> None:

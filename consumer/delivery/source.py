@@ -127,7 +127,7 @@ class KafkaSource:
             return
         consumer, self._consumer = self._consumer, None
         try:
-            await self._bounded(consumer.close(), "close")
+            await self._bounded(consumer.close(), "close", grace=False)
         except KafkaCallTimeout:
             self.close_timed_out = True
         except KafkaException as exc:
@@ -285,22 +285,32 @@ class KafkaSource:
             raise RuntimeError("the Kafka source is not started (or already closed)")
         return self._consumer
 
-    async def _bounded(self, call: Awaitable[T], what: str, bound: float | None = None) -> T:
+    async def _bounded(
+        self, call: Awaitable[T], what: str, bound: float | None = None, *, grace: bool = True
+    ) -> T:
         """Await ``call`` for at most its bound; never wait for its cancellation.
 
-        ``asyncio.wait_for`` waits until a timed-out call has finished cancelling; a call
-        whose worker thread is stuck inside librdkafka may never finish, so the task is
+        A process stall (a paused container, SIGSTOP, a long GC) makes every clock jump,
+        so a call that overruns once gets one more bound (``grace``) with a warning before
+        it counts as hung. ``asyncio.wait_for`` would then wait until the call finished
+        cancelling, which a worker thread stuck inside librdkafka never does: the task is
         cancelled and left behind instead (the process exits without joining threads).
+        An abandoned fetch is never followed by another one: its failure stops the engine,
+        so no message it might still return can be skipped.
         """
         limit = self.call_timeout_s if bound is None else bound
         task = asyncio.ensure_future(call)
         done, _ = await asyncio.wait({task}, timeout=limit)
+        if not done and grace:
+            log.warning("kafka_call_slow", call=what, bound_s=round(limit, 1))
+            done, _ = await asyncio.wait({task}, timeout=limit)
         if task in done:
             return task.result()
         task.cancel()
         task.add_done_callback(_consume_outcome)
-        log.error("kafka_call_timed_out", call=what, bound_s=round(limit, 1))
-        raise KafkaCallTimeout(f"{what} did not return within {limit:.1f}s")
+        total = limit * (2 if grace else 1)
+        log.error("kafka_call_timed_out", call=what, bound_s=round(total, 1))
+        raise KafkaCallTimeout(f"{what} did not return within {total:.1f}s")
 
 
 def _consume_outcome(task: asyncio.Future[Any]) -> None:

@@ -22,7 +22,7 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from consumer.commands.common import add_config_argument, load_or_report
-from consumer.commands.run import exit_now
+from consumer.commands.run import exit_after
 from consumer.delivery.dlq import decode_headers
 from consumer.delivery.engine import Engine, consumer_config
 from consumer.observability.health import HealthState
@@ -60,9 +60,8 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.observability.log_level, settings.observability.log_format)
     if args.dlq_command == "show":
         return show(settings, args.limit)
-    code = asyncio.run(replay(settings, args.since, args.group))
-    exit_now(code)  # as `xconv run`: never wait for a librdkafka worker thread at exit
-    return code
+    # as `xconv run`: never wait for a librdkafka worker thread at exit
+    return asyncio.run(exit_after(replay(settings, args.since, args.group)))
 
 
 def _snapshot(settings: Settings, group: str, since: datetime | None) -> dict[tuple[str, int], int]:

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Coroutine
 from typing import Any
 
 import structlog
@@ -47,10 +48,18 @@ def run(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     configure_logging(settings.observability.log_level, settings.observability.log_format)
-    code = asyncio.run(serve(settings))
-    # Every client was closed (each within its bound) in serve(). A librdkafka worker
-    # thread still inside a native call would hold the interpreter's exit forever, so
-    # leave without joining threads: the work is done and the logs are flushed.
+    return asyncio.run(exit_after(serve(settings)))
+
+
+async def exit_after(work: Coroutine[Any, Any, int]) -> int:
+    """Run ``work``, then end the process with its code from inside the event loop.
+
+    Every client was closed (each within its bound) by then. A librdkafka worker thread
+    still inside a native call would hold ``asyncio.run``'s teardown (it joins the
+    executors' threads) and then the interpreter's exit forever, so leave without
+    joining threads: the work is done and the logs are flushed.
+    """
+    code = await work
     exit_now(code)
     return code  # unreachable; keeps the command protocol's signature
 

@@ -92,6 +92,43 @@ def test_ready_needs_start_and_an_assignment_or_a_normal_wait() -> None:
     assert "reasons" not in detail
 
 
+def test_waiting_for_assignment_without_broker_contact_is_not_ready() -> None:
+    # v1 answered 200 ("waiting for assignment") while the broker was unreachable.
+    clock = FakeClock()
+    state = HealthState(clock=clock, broker_contact_s=60.0)
+    state.register(EVENT_LOOP)
+    state.set_started()
+    state.set_waiting_for_assignment(True)
+    state.broker_contact(clock())
+    clock.advance(59.0)
+    state.beat(EVENT_LOOP)
+    assert state.ready()[0] is True
+    clock.advance(2.0)
+    state.beat(EVENT_LOOP)
+    ok, detail = state.ready()
+    assert ok is False
+    assert detail["reasons"] == ["broker_unreachable"]
+    assert detail["broker_contact_age_s"] == 61.0
+    assert state.live()[0] is True  # a restart does not fix a broker outage
+    state.broker_contact(clock())
+    assert state.ready()[0] is True
+
+
+def test_an_engine_failure_fails_liveness_and_readiness() -> None:
+    clock = FakeClock()
+    state = HealthState(clock=clock)
+    state.register(EVENT_LOOP)
+    state.set_started()
+    state.set_assigned(True)
+    state.set_failed("deliver task failed: OverflowError")
+    state.set_failed("a second failure does not replace the first")
+    live, detail = state.live()
+    assert live is False
+    assert detail["reasons"] == ["engine_failed"]
+    assert detail["failure"] == "deliver task failed: OverflowError"
+    assert state.ready()[0] is False
+
+
 def test_ready_fails_when_not_live() -> None:
     clock = FakeClock()
     state = ready_state(clock)

@@ -22,7 +22,7 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from consumer.commands.common import add_config_argument, load_or_report
-from consumer.commands.run import exit_after
+from consumer.commands.run import leave, leave_if_stuck
 from consumer.delivery.dlq import decode_headers
 from consumer.delivery.engine import Engine, consumer_config
 from consumer.observability.health import HealthState
@@ -60,8 +60,9 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.observability.log_level, settings.observability.log_format)
     if args.dlq_command == "show":
         return show(settings, args.limit)
-    # as `xconv run`: never wait for a librdkafka worker thread at exit
-    return asyncio.run(exit_after(replay(settings, args.since, args.group)))
+    code = asyncio.run(replay(settings, args.since, args.group))
+    leave(code)
+    return code
 
 
 def _snapshot(settings: Settings, group: str, since: datetime | None) -> dict[tuple[str, int], int]:
@@ -121,7 +122,10 @@ async def replay(settings: Settings, since: datetime | None, group: str | None) 
         "group": group_id,
     }
     sys.stdout.write(orjson.dumps(summary).decode() + "\n")
-    return 0 if report.clean else 3
+    code = 0 if report.clean else 3
+    if report.threads_stuck:
+        leave_if_stuck(code)
+    return code
 
 
 def show(settings: Settings, limit: int) -> int:

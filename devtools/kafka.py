@@ -357,8 +357,15 @@ class ExternalBroker:
 
 
 def new_cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (22 chars)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (22 chars).
+
+    Never one starting with ``-`` (1 in 64 would): ``kafka-storage format --cluster-id``
+    would read it as an option and fail, as Kafka's own ``Uuid.randomUuid`` avoids too.
+    """
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+        if not text.startswith("-"):
+            return text
 
 
 def free_port() -> int:

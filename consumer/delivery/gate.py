@@ -141,10 +141,6 @@ class Gate:
     def mode(self) -> GateMode:
         return self.state.mode
 
-    @property
-    def waiting(self) -> int:
-        return sum(1 for w in self._waiters if not w.done())
-
     async def admit(self) -> Ticket:
         """Return at once while open; else wait until open or chosen as the probe."""
         if self.state.mode is GateMode.OPEN:

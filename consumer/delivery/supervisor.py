@@ -74,13 +74,6 @@ class Supervisor:
             self.failure = failure
         self._on_failure(failure)
 
-    @property
-    def tasks(self) -> set[asyncio.Task[Any]]:
-        return set(self._tasks)
-
-    def __len__(self) -> int:
-        return len(self._tasks)
-
     async def wait(self, within_s: float) -> set[asyncio.Task[Any]]:
         """Wait up to ``within_s`` for every live task (new ones included); return the rest."""
         loop = asyncio.get_running_loop()

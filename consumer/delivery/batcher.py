@@ -4,7 +4,7 @@ A request goes to one pixel (the path carries it) and is signed for one account,
 ``event_id`` and ``conversion_id`` travel inside each conversion object: events of
 different event tags can share a request. So the batch key is ``(account_id, pixel_id)``.
 
-A batch closes when it holds ``max_events`` items, when the next item would push the
+A batch closes when it holds ``max_events`` events, when the next one would push the
 request body past ``max_bytes``, or when its oldest item has waited ``linger_s``.
 """
 
@@ -14,6 +14,9 @@ import itertools
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
+
+from consumer.delivery.watermark import Chunk
 
 BatchKey = tuple[str, str]
 """``(account_id, pixel_id)``."""
@@ -32,53 +35,51 @@ def new_batch_id() -> str:
     return f"{_id_prefix}-{next(_id_counter):x}"
 
 
-@dataclass(slots=True)
-class BatchItem:
-    """One conversion with where it came from (for the commit and the dead-letter record)."""
-
-    topic: str
-    partition: int
-    offset: int
-    epoch: int
-    payload: bytes
-    conversion_id: str
-    source: object = None
-
-
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Batch:
-    """Conversions for one request; ``attempts`` counts HTTP attempts made for it."""
+    """Conversions for one request; ``attempts`` counts HTTP attempts made for it.
+
+    Parallel lists, one entry per event: its conversion bytes, its Kafka message (for a
+    dead-letter record) and the chunk it was taken in (for the commit). No per-event
+    object is created on the hot path.
+    """
 
     id: str
     key: BatchKey
-    items: list[BatchItem]
+    payloads: list[bytes]
+    sources: list[Any]
+    chunks: list[Chunk]
     created_at: float
     attempts: int = 0
     body_len: int = _EMPTY_BODY_LEN
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.payloads)
 
     def body(self) -> bytes:
         """The request body, built by joining the payloads (no re-serialisation)."""
-        return _PREFIX + b",".join(item.payload for item in self.items) + _SUFFIX
+        return _PREFIX + b",".join(self.payloads) + _SUFFIX
 
     def subset(self, indices: Iterable[int]) -> Batch:
-        """A new batch (fresh id, same key, attempts reset) of the items at ``indices``."""
-        items = [self.items[i] for i in indices]
+        """A new batch (fresh id, same key, attempts reset) of the events at ``indices``."""
+        picked = list(indices)
+        payloads = [self.payloads[i] for i in picked]
         return Batch(
             id=new_batch_id(),
             key=self.key,
-            items=items,
+            payloads=payloads,
+            sources=[self.sources[i] for i in picked],
+            chunks=[self.chunks[i] for i in picked],
             created_at=self.created_at,
-            body_len=_body_len(items),
+            body_len=body_len(payloads),
         )
 
 
-def _body_len(items: list[BatchItem]) -> int:
-    if not items:
+def body_len(payloads: list[bytes]) -> int:
+    """Length of the request body these payloads make."""
+    if not payloads:
         return _EMPTY_BODY_LEN
-    return _EMPTY_BODY_LEN + sum(len(i.payload) for i in items) + len(items) - 1
+    return _EMPTY_BODY_LEN + sum(map(len, payloads)) + len(payloads) - 1
 
 
 @dataclass(slots=True)
@@ -88,7 +89,7 @@ class _Open:
 
 
 class Batcher:
-    """Accumulates items into open batches; the caller sends what it hands back."""
+    """Accumulates events into open batches; the caller sends what it hands back."""
 
     def __init__(
         self,
@@ -116,35 +117,70 @@ class Batcher:
         """Items held in open (not yet handed out) batches."""
         return self._pending
 
-    def add(self, key: BatchKey, item: BatchItem) -> Batch | None:
-        """Add ``item``; return a batch that became full because of it, if any.
+    def extend(
+        self,
+        key: BatchKey,
+        payloads: list[bytes],
+        sources: list[Any],
+        chunks: list[Chunk],
+    ) -> list[Batch]:
+        """Add one fetch's events for ``key``; return the batches that became full.
 
-        When the item would push the open batch past ``max_bytes``, the open batch is
-        returned and the item starts the next one. An item that alone exceeds
-        ``max_bytes`` is returned alone (the server decides; it is never dropped here).
+        Slices whole runs into the open batch (one call per key per fetch, not per
+        event). A batch closes at ``max_events``, or before the event that would push its
+        body past ``max_bytes``; an event that alone exceeds ``max_bytes`` goes out alone
+        (the server decides; it is never dropped here).
         """
-        size = len(item.payload)
+        full: list[Batch] = []
+        start, end = 0, len(payloads)
+        while start < end:
+            batch = self._open_batch(key)
+            held = len(batch.payloads)
+            stop = min(end, start + self.max_events - held)
+            added = sum(map(len, payloads[start:stop])) + (stop - start) - (0 if held else 1)
+            if batch.body_len + added > self.max_bytes:
+                stop, added = self._fit(batch, payloads, start, stop)
+            batch.payloads += payloads[start:stop]
+            batch.sources += sources[start:stop]
+            batch.chunks += chunks[start:stop]
+            batch.body_len += added
+            self._pending += stop - start
+            start = stop
+            if start < end or len(batch.payloads) >= self.max_events:
+                full.append(self._close(key))
+            elif batch.body_len > self.max_bytes:
+                full.append(self._close(key))  # one oversized event alone
+        return full
+
+    def _fit(self, batch: Batch, payloads: list[bytes], start: int, stop: int) -> tuple[int, int]:
+        """How many of ``payloads[start:stop]`` fit the byte limit: (new stop, bytes added)."""
+        length, held, added = batch.body_len, len(batch.payloads), 0
+        at = start
+        while at < stop:
+            extra = len(payloads[at]) + (1 if held + at - start else 0)
+            if length + added + extra > self.max_bytes and held + at - start > 0:
+                break
+            added += extra
+            at += 1
+        return at, added
+
+    def _open_batch(self, key: BatchKey) -> Batch:
         current = self._open.get(key)
-        flushed: Batch | None = None
-        if current is not None and current.batch.body_len + 1 + size > self.max_bytes:
-            flushed = self._close(key)
-            current = None
         if current is None:
             now = self._clock()
             current = _Open(
-                batch=Batch(id=new_batch_id(), key=key, items=[], created_at=now),
+                batch=Batch(
+                    id=new_batch_id(),
+                    key=key,
+                    payloads=[],
+                    sources=[],
+                    chunks=[],
+                    created_at=now,
+                ),
                 deadline=now + self.linger_s,
             )
             self._open[key] = current
-        batch = current.batch
-        batch.body_len += size + (1 if batch.items else 0)
-        batch.items.append(item)
-        self._pending += 1
-        if flushed is not None:
-            return flushed
-        if len(batch.items) >= self.max_events or batch.body_len > self.max_bytes:
-            return self._close(key)
-        return None
+        return current.batch
 
     def due(self, now: float) -> list[Batch]:
         """Batches whose linger time has passed at ``now``."""
@@ -168,5 +204,5 @@ class Batcher:
 
     def _close(self, key: BatchKey) -> Batch:
         entry = self._open.pop(key)
-        self._pending -= len(entry.batch.items)
+        self._pending -= len(entry.batch.payloads)
         return entry.batch

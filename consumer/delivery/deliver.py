@@ -26,13 +26,14 @@ from typing import Any, Protocol, cast
 
 import structlog
 
-from consumer.delivery.batcher import Batch, BatchItem
+from consumer.delivery.batcher import Batch
 from consumer.delivery.dlq import DeadLetter, KafkaMessage
 from consumer.delivery.gate import ProbeOutcome, Ticket
 from consumer.delivery.lane import AccountLane
 from consumer.delivery.responses import Accepted
 from consumer.delivery.retry import Backoff
 from consumer.delivery.split import plan_isolation
+from consumer.delivery.watermark import Chunk
 from consumer.errors import (
     AccountBlockedError,
     BatchRejectedError,
@@ -62,9 +63,9 @@ class BatchDelivery:
         sink: DeadLetterSinkLike,
         backoff: Backoff,
         metrics: Metrics,
-        finish: Callable[[Sequence[BatchItem]], None],
-        is_stale: Callable[[Sequence[BatchItem]], bool],
-        abandon: Callable[[Sequence[BatchItem]], None],
+        finish: Callable[[Sequence[Chunk]], None],
+        is_stale: Callable[[Sequence[Chunk]], bool],
+        abandon: Callable[[Sequence[Chunk]], None],
         dead_letter_when_blocked: bool = False,
         counts: Counter[str] | None = None,
     ) -> None:
@@ -82,11 +83,11 @@ class BatchDelivery:
         """Send ``batch`` until each of its events has an outcome."""
         lane = self._lanes[batch.key[0]]
         while True:
-            if self._is_stale(batch.items):
+            if self._is_stale(batch.chunks):
                 self._drop_stale(batch)
                 return
             ticket = await lane.gate.admit()
-            if self._is_stale(batch.items):  # the wait at a closed gate can be long
+            if self._is_stale(batch.chunks):  # the wait at a closed gate can be long
                 if ticket.probe:
                     lane.gate.finish(ProbeOutcome.ABANDONED)
                 self._drop_stale(batch)
@@ -145,10 +146,11 @@ class BatchDelivery:
         reason = f"{exc.status} {exc.code}"
         if self._dead_letter_when_blocked:
             self._probe_done(lane, ticket, ProbeOutcome.ACCEPTED)
+            letter = DeadLetter("account_blocked", exc.message, attempts=batch.attempts)
             await self.dead_letter(
                 [
-                    (item, DeadLetter("account_blocked", exc.message, attempts=batch.attempts))
-                    for item in batch.items
+                    (src, chunk, letter)
+                    for src, chunk in zip(batch.sources, batch.chunks, strict=True)
                 ]
             )
             return True
@@ -177,12 +179,12 @@ class BatchDelivery:
             cause=cause,
             attempt=batch.attempts,
             retry_in_s=round(delay, 3),
-            events=len(batch.items),
+            events=len(batch),
         )
         await lane.backoff(delay)
 
     def _complete(self, lane: AccountLane, batch: Batch, accepted: Accepted) -> None:
-        sent = len(batch.items)
+        sent = len(batch)
         processed = accepted.conversions_processed
         if processed is not None and processed != sent:
             if processed < sent:
@@ -198,7 +200,7 @@ class BatchDelivery:
                 processed=processed,
                 policy="not resent: X de-duplicates by conversion_id",
             )
-        self._finish(batch.items)
+        self._finish(batch.chunks)
         lane.signal_progress()
         self._metrics.events_accepted_total.labels(account=lane.account_id).inc(sent)
         self.counts["accepted"] += sent
@@ -212,29 +214,29 @@ class BatchDelivery:
         )
 
     def _drop_stale(self, batch: Batch) -> None:
-        self._abandon(batch.items)
+        self._abandon(batch.chunks)
         log.info(
             "batch_abandoned",
             batch_id=batch.id,
             account=batch.key[0],
-            events=len(batch.items),
+            events=len(batch),
             why="its partitions were revoked; their new owner delivers them",
         )
 
     async def _isolate(self, lane: AccountLane, batch: Batch, exc: BatchRejectedError) -> None:
         """All-or-nothing rejection: dead-letter the bad events at once, resend the rest."""
-        plan = plan_isolation(len(batch.items), exc.errors)
+        plan = plan_isolation(len(batch), exc.errors)
         log.info(
             "batch_rejected",
             batch_id=batch.id,
             debug_id=exc.debug_id,
             account=lane.account_id,
             status=exc.status,
-            events=len(batch.items),
+            events=len(batch),
             bad_known=len(plan.bad),
             bisecting=plan.bisecting,
         )
-        letters: list[tuple[BatchItem, DeadLetter]] = []
+        letters: list[tuple[Any, Chunk, DeadLetter]] = []
         for index, errors in plan.bad.items():
             if exc.status == 413:
                 letter = DeadLetter(
@@ -254,19 +256,20 @@ class BatchDelivery:
                     debug_id=exc.debug_id,
                     errors=list(errors),
                 )
-            letters.append((batch.items[index], letter))
+            letters.append((batch.sources[index], batch.chunks[index], letter))
         if letters:
             await self.dead_letter(letters)
         subs = [batch.subset(group) for group in plan.retry_groups if group]
         await asyncio.gather(*(self.deliver(sub) for sub in subs))
 
-    async def dead_letter(self, letters: Sequence[tuple[BatchItem, DeadLetter]]) -> None:
-        """Write the records in one go; the events finish once Kafka acknowledged all."""
-        await self._sink.write(
-            [(cast(KafkaMessage, item.source), letter) for item, letter in letters]
-        )
-        self._finish([item for item, _ in letters])
-        reasons = Counter(letter.reason for _, letter in letters)
+    async def dead_letter(self, letters: Sequence[tuple[Any, Chunk, DeadLetter]]) -> None:
+        """Write the records in one go; the events finish once Kafka acknowledged all.
+
+        Each entry: the Kafka message, the chunk it was taken in, why it is dead.
+        """
+        await self._sink.write([(cast(KafkaMessage, src), letter) for src, _, letter in letters])
+        self._finish([chunk for _, chunk, _ in letters])
+        reasons = Counter(letter.reason for _, _, letter in letters)
         for reason, n in reasons.items():
             self._metrics.events_dead_lettered_total.labels(reason=reason).inc(n)
         self.counts["dead_lettered"] += len(letters)

@@ -34,7 +34,7 @@ from confluent_kafka.aio import AIOConsumer
 
 from consumer.delivery.auth import Auth, OAuth1Auth, PixelTokenAuth
 from consumer.delivery.backpressure import Backpressure
-from consumer.delivery.batcher import Batch, Batcher, BatchItem
+from consumer.delivery.batcher import Batch, Batcher, BatchKey
 from consumer.delivery.client import XAdsClient, make_session
 from consumer.delivery.concurrency import AdaptiveLimit, InFlightLimiter
 from consumer.delivery.deliver import BatchDelivery, DeadLetterSinkLike
@@ -44,13 +44,13 @@ from consumer.delivery.lane import AccountLane, RequestSender
 from consumer.delivery.retry import Backoff
 from consumer.delivery.source import TP, ConsumerFactory, ConsumerLike, KafkaSource
 from consumer.delivery.supervisor import Supervisor, TaskFailure
-from consumer.delivery.watermark import OffsetTracker
+from consumer.delivery.watermark import Chunk, OffsetTracker
 from consumer.errors import ConfigError
 from consumer.observability.health import CONSUME_LOOP, HealthState
 from consumer.observability.metrics import Metrics
 from consumer.observability.redact import redact_text
 from consumer.settings import AccountSettings, Settings
-from consumer.transform import Conversion, Skip, Transformer
+from consumer.transform import Conversion, Rejection, Skip, Transformer
 
 log = structlog.get_logger("xconv.engine")
 # librdkafka's own log lines go through the same processors (and redaction) as ours.
@@ -60,6 +60,18 @@ KAFKA_LOGGER = logging.getLogger("confluent_kafka")
 DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
 # How often the revoke handler looks at the revoked partitions' outstanding events.
 _REVOKE_POLL_S = 0.05
+# Events per chunk at most (see watermark.py): the watermark moves in steps of at most
+# this many events, and a crash redelivers at most this many finished ones per partition.
+CHUNK_EVENTS = 100
+# Above every offset: no end (a replay sets one per partition).
+_NO_END = 2**63
+_UNKNOWN_ACCOUNT = DeadLetter(
+    reason="unknown_account", message="routed to an account that has no credentials configured"
+)
+
+
+def _letter(result: Rejection | Any) -> DeadLetter:
+    return DeadLetter(result.reason, result.message, field=result.field)
 
 
 @dataclass(frozen=True)
@@ -391,83 +403,99 @@ class Engine:
                 self._stop.set()
 
     def _ingest(self, messages: Sequence[Any]) -> None:
-        """Hot path: track, transform, batch. No awaits, no per-event metrics calls."""
-        tracker, transform, batcher = self._tracker, self.transformer.transform, self._batcher
-        lanes, stop_at = self._lanes, self._stop_at
-        taken = 0
-        skipped = 0
-        letters: list[tuple[BatchItem, DeadLetter]] = []
+        """Hot path: transform, then book and batch per fetch, not per event.
+
+        Per message: C calls on the message, the transform and three list appends.
+        Offsets are booked as one chunk per run of one partition, and each key's events
+        go to the batcher in one call. No awaits, so nothing finishes meanwhile.
+        """
+        tracker, transform, stop_at = self._tracker, self.transformer.transform, self._stop_at
+        runs: dict[BatchKey, tuple[list[bytes], list[Any], list[Chunk]]] = {}
+        letters: list[tuple[Any, Chunk, DeadLetter]] = []
+        skips: list[Chunk] = []
+        sealed: list[tuple[Chunk, int, int, int]] = []
+        chunk: Chunk | None = None
+        topic: str | None = None
+        partition = -1
+        floor = stop = first = last = size = 0
         for msg in messages:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("kafka_fetch_error", code=err.name(), fatal=err.fatal())
+            if msg.error() is not None:
+                self._fetch_error(msg)
                 continue
-            tp = (msg.topic(), msg.partition())
-            epoch = tracker.epoch(tp)
-            if epoch is None:
-                continue  # partition revoked since the fetch: its new owner reads it
+            if msg.partition() != partition or msg.topic() != topic:
+                if chunk is not None:
+                    sealed.append((chunk, first, last, size))
+                topic, partition, size = msg.topic(), msg.partition(), 0
+                tp = (topic or "", partition)
+                chunk = tracker.open_chunk(tp)  # None: revoked since the fetch
+                taken = tracker.taken_up_to(tp)
+                floor = -1 if taken is None else taken
+                stop = _NO_END if stop_at is None else stop_at.get(tp, 0)
+            if chunk is None:
+                continue  # its new owner reads it
             offset = msg.offset()
-            if stop_at is not None and offset >= stop_at.get(tp, 0):
-                continue  # replay: past the snapshot of end offsets
-            try:
-                tracker.track(tp, offset)
-            except ValueError:
-                continue  # already taken (a re-fetch after pause/seek): never twice
-            taken += 1
+            if offset <= floor or offset >= stop:
+                continue  # taken already (re-fetch after pause/seek), or past a replay's end
+            if size == CHUNK_EVENTS:  # bounds commit granularity and redelivery after a crash
+                sealed.append((chunk, first, last, size))
+                chunk, size = tracker.next_chunk(chunk), 0
+            if not size:
+                first = offset
+            last = floor = offset
+            size += 1
             result = transform(msg.value() or b"")
-            if isinstance(result, Conversion):
-                item = BatchItem(
-                    topic=tp[0],
-                    partition=tp[1],
-                    offset=offset,
-                    epoch=epoch,
-                    payload=result.payload,
-                    conversion_id=result.conversion_id,
-                    source=msg,
-                )
+            if type(result) is Conversion:
                 route = result.route
-                if route.account_id not in lanes:
-                    letters.append(
-                        (
-                            item,
-                            DeadLetter(
-                                reason="unknown_account",
-                                message="routed to an account that has no credentials configured",
-                            ),
-                        )
-                    )
-                    continue
-                full = batcher.add((route.account_id, route.pixel_id), item)
-                if full is not None:
-                    self._dispatch(full)
-            elif isinstance(result, Skip):
-                skipped += 1
-                tracker.done(tp, offset, epoch)  # committed, never sent nor dead-lettered
+                key = (route.account_id, route.pixel_id)
+                run = runs.get(key)
+                if run is None:
+                    run = runs[key] = ([], [], [])
+                run[0].append(result.payload)
+                run[1].append(msg)
+                run[2].append(chunk)
+            elif type(result) is Skip:
+                skips.append(chunk)
             else:
-                item = BatchItem(
-                    topic=tp[0],
-                    partition=tp[1],
-                    offset=offset,
-                    epoch=epoch,
-                    payload=b"",
-                    conversion_id="",
-                    source=msg,
-                )
-                letter = DeadLetter(result.reason, result.message, field=result.field)
-                letters.append((item, letter))
-        if letters:
-            assert self._delivery is not None
-            self._supervisor.spawn(self._delivery.dead_letter(letters), "dead_letter")
-            rejected = Counter(letter.reason for _, letter in letters)
-            for reason, n in rejected.items():
-                self.metrics.events_rejected_total.labels(reason=reason).inc(n)
+                letters.append((msg, chunk, _letter(result)))
+        if chunk is not None:
+            sealed.append((chunk, first, last, size))
+        for args in sealed:
+            tracker.seal(*args)
+        self._hand_out(runs, skips, letters)
         self.metrics.events_consumed_total.labels(topic=messages[0].topic() or "").inc(
             len(messages)
         )
-        self.metrics.events_transformed_total.inc(taken - skipped - len(letters))
+        taken = sum(args[3] for args in sealed)
+        self.metrics.events_transformed_total.inc(taken - len(skips) - len(letters))
         self.metrics.events_in_flight.set(tracker.held)
         self.counts["consumed"] += taken
+
+    def _hand_out(
+        self,
+        runs: dict[BatchKey, tuple[list[bytes], list[Any], list[Chunk]]],
+        skips: list[Chunk],
+        letters: list[tuple[Any, Chunk, DeadLetter]],
+    ) -> None:
+        """One fetch's events, booked: to batches, to the dead-letter topic, or done."""
+        for key, (payloads, sources, chunks) in runs.items():
+            if key[0] not in self._lanes:
+                pairs = zip(sources, chunks, strict=True)
+                letters.extend((src, chunk, _UNKNOWN_ACCOUNT) for src, chunk in pairs)
+                continue
+            for full in self._batcher.extend(key, payloads, sources, chunks):
+                self._dispatch(full)
+        self._tracker.finish_all(skips)  # committed, never sent nor dead-lettered
+        if letters:
+            assert self._delivery is not None
+            self._supervisor.spawn(self._delivery.dead_letter(letters), "dead_letter")
+            for reason, n in Counter(letter.reason for _, _, letter in letters).items():
+                self.metrics.events_rejected_total.labels(reason=reason).inc(n)
+
+    @staticmethod
+    def _fetch_error(msg: Any) -> None:
+        err = msg.error()
+        if err.code() != KafkaError._PARTITION_EOF:
+            log.warning("kafka_fetch_error", code=err.name(), fatal=err.fatal())
 
     async def _apply_backpressure(self) -> None:
         assert self._source is not None
@@ -602,20 +630,16 @@ class Engine:
 
     def _dispatch(self, batch: Batch) -> None:
         assert self._delivery is not None
-        self.metrics.batch_size_events.observe(len(batch.items))
+        self.metrics.batch_size_events.observe(len(batch))
         self._supervisor.spawn(self._delivery.deliver(batch), "deliver", batch.id)
 
-    def _finish(self, items: Sequence[BatchItem]) -> None:
-        done = self._tracker.done
-        for it in items:
-            done((it.topic, it.partition), it.offset, it.epoch)
+    def _finish(self, chunks: Sequence[Chunk]) -> None:
+        self._tracker.finish_all(chunks)
         self.metrics.events_in_flight.set(self._tracker.held)
 
-    def _is_stale(self, items: Sequence[BatchItem]) -> bool:
-        current = self._tracker.is_current
-        return not any(current((it.topic, it.partition), it.epoch) for it in items)
+    def _is_stale(self, chunks: Sequence[Chunk]) -> bool:
+        return self._tracker.all_revoked(chunks)
 
-    def _abandon(self, items: Sequence[BatchItem]) -> None:
-        for epoch, n in Counter(it.epoch for it in items).items():
-            self._tracker.abandon(epoch, n)
+    def _abandon(self, chunks: Sequence[Chunk]) -> None:
+        self._tracker.finish_all(chunks)  # a revoked partition's chunks: frees memory only
         self.metrics.events_in_flight.set(self._tracker.held)

@@ -103,7 +103,7 @@ class AccountLane:
         aid = self.account_id
         metrics = self._metrics
         async with self.limiter:
-            delay = self.budget.reserve(len(batch.items))
+            delay = self.budget.reserve(len(batch))
             if delay > 0:
                 await asyncio.sleep(delay)
             # A 429 or an exhausted server budget may have arrived while we waited;
@@ -127,7 +127,7 @@ class AccountLane:
         metrics.request_duration_seconds.labels(account=aid).observe(elapsed)
         metrics.request_body_bytes.observe(len(body))
         metrics.requests_total.labels(account=aid, status=str(response.status)).inc()
-        metrics.events_sent_total.labels(account=aid).inc(len(batch.items))
+        metrics.events_sent_total.labels(account=aid).inc(len(batch))
         wall_now = self._wall()
         limits = RateLimitHeaders.parse(response.headers)
         if limits is not None:

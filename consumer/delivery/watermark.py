@@ -1,171 +1,216 @@
-"""Per-partition commit watermarks for at-least-once delivery.
+"""Per-partition commit watermarks for at-least-once delivery, kept per fetch, not per event.
 
 Messages of one partition finish out of order (batches of different pixels, retries,
 dead-letters), but Kafka commits one offset per partition meaning "everything below is
-done". The watermark is therefore the lowest offset still unfinished; it only moves
-over a contiguous run of finished offsets, so a crash never skips an unfinished event.
+done". The watermark therefore never passes an unfinished event.
 
-Assignment epochs make acknowledgements from a previous ownership harmless: when a
-partition is revoked (and perhaps assigned again), ``done`` calls carrying the old
-epoch are ignored, so a batch that finished after a rebalance never commits for a
-partition this member no longer owns (or owns again with a fresh position).
+Bookkeeping is per *chunk*: the consecutive messages of one partition taken in one
+fetch (a few hundred to a few thousand). A batch remembers which chunk each of its
+events came from and, when it finishes, tells each chunk how many of its events are
+done; a chunk is done when all of its events are. The watermark is the first offset
+of the oldest chunk not yet done (or one past the last offset taken when every chunk
+is done). That is as safe as per-offset tracking (it never passes an unfinished
+event) and costs O(1) per fetch instead of a set and a deque entry per event; on a
+crash it may redeliver up to one chunk of already-finished events, which X
+de-duplicates by ``conversion_id``.
 
-Memory. What a partition costs is its *span*: every offset from the watermark to the
-last one tracked, finished or not, because a finished offset behind an unfinished head
-must be remembered until the head finishes. ``held`` therefore counts spans, plus the
+Ownership. A chunk points at the partition state it was taken under. Revoking a
+partition marks that state revoked, so a batch finishing after a rebalance never
+commits for a partition this member no longer owns, or owns again with a fresh state.
+
+Memory. What a partition costs is its *span*: every event of every chunk from the
+oldest unfinished one to the newest, finished or not. ``held`` counts spans plus the
 unfinished events of revoked partitions whose batches are still out ("orphans", until
-they finish or are abandoned): back-pressure on ``held`` bounds memory even when one
-stuck event sits at a partition's head while the events behind it keep finishing.
+they finish or are abandoned), so back-pressure on ``held`` bounds memory even when
+one stuck event heads a partition while everything behind it finishes.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
+from collections import Counter, deque
+from collections.abc import Iterable
 
 TopicPartition = tuple[str, int]
 """``(topic, partition)``."""
 
 
-@dataclass(slots=True)
-class _PartitionState:
-    epoch: int
-    # Tracked offsets from the lowest unfinished one upwards (finished ones behind the
-    # head are popped eagerly, so the deque never starts with a finished offset).
-    queue: deque[int] = field(default_factory=deque)
-    unfinished: set[int] = field(default_factory=set)
-    last_tracked: int | None = None
-    committed: int | None = None  # highest offset asked of the broker
-    confirmed: int | None = None  # highest offset the broker acknowledged
+class _Partition:
+    """One assignment of one partition (a new object on every re-assignment)."""
+
+    __slots__ = ("chunks", "committed", "confirmed", "last_taken", "revoked", "span", "unfinished")
+
+    def __init__(self) -> None:
+        self.chunks: deque[Chunk] = deque()  # oldest first; never starts with a done chunk
+        self.last_taken: int | None = None
+        self.span = 0  # events in ``chunks``
+        self.unfinished = 0
+        self.revoked = False
+        self.committed: int | None = None  # highest offset asked of the broker
+        self.confirmed: int | None = None  # highest offset the broker acknowledged
+
+
+class Chunk:
+    """Consecutive offsets of one partition taken in one fetch: the unit of bookkeeping.
+
+    Identity-hashed, so a batch's chunk list can be counted with ``Counter``.
+    """
+
+    __slots__ = ("finished", "first", "last", "owner", "size")
+
+    def __init__(self, owner: _Partition, first: int, last: int, size: int) -> None:
+        self.owner = owner
+        self.first = first
+        self.last = last
+        self.size = size
+        self.finished = 0
+
+    @property
+    def current(self) -> bool:
+        """False once its partition was revoked: its events can no longer commit here."""
+        return not self.owner.revoked
+
+    def __repr__(self) -> str:
+        return f"Chunk({self.first}..{self.last}, {self.finished}/{self.size} finished)"
 
 
 class OffsetTracker:
-    """Outstanding offsets and the contiguous commit watermark of each owned partition.
-
-    O(1) amortised per message; memory is proportional to the offsets between the
-    lowest unfinished one and the last tracked one.
-    """
+    """Chunks in flight and the contiguous commit watermark of each owned partition."""
 
     def __init__(self) -> None:
-        self._parts: dict[TopicPartition, _PartitionState] = {}
-        self._epoch_counter = 0
+        self._parts: dict[TopicPartition, _Partition] = {}
         self._total_unfinished = 0
         self._total_span = 0
-        # epoch of a revoked partition -> its events still out in batches
-        self._orphans: dict[int, int] = {}
         self._total_orphans = 0
 
     # -- ownership -------------------------------------------------------------------
 
-    def assign(self, tp: TopicPartition) -> int:
-        """Start tracking ``tp``; return its assignment epoch.
-
-        Assigning a partition that is already owned keeps its state and epoch
-        (cooperative rebalances may repeat an assignment).
-        """
-        state = self._parts.get(tp)
-        if state is not None:
-            return state.epoch
-        self._epoch_counter += 1
-        self._parts[tp] = _PartitionState(epoch=self._epoch_counter)
-        return self._epoch_counter
+    def assign(self, tp: TopicPartition) -> None:
+        """Start tracking ``tp``; a repeated assignment keeps the state it has."""
+        if tp not in self._parts:
+            self._parts[tp] = _Partition()
 
     def revoke(self, tp: TopicPartition) -> None:
-        """Stop tracking ``tp``; later ``done`` calls for its old epoch are ignored."""
+        """Stop tracking ``tp``; its chunks still out become orphans (memory, no commit)."""
         state = self._parts.pop(tp, None)
-        if state is not None:
-            self._total_unfinished -= len(state.unfinished)
-            self._total_span -= len(state.queue)
-            if state.unfinished:
-                self._orphans[state.epoch] = len(state.unfinished)
-                self._total_orphans += len(state.unfinished)
+        if state is None:
+            return
+        state.revoked = True
+        self._total_unfinished -= state.unfinished
+        self._total_span -= state.span
+        self._total_orphans += state.unfinished
 
-    def is_current(self, tp: TopicPartition, epoch: int) -> bool:
-        """Whether ``epoch`` is the live assignment of ``tp`` (False once revoked)."""
-        state = self._parts.get(tp)
-        return state is not None and state.epoch == epoch
-
-    def epoch(self, tp: TopicPartition) -> int | None:
-        """The current assignment epoch of ``tp``, or None when not owned."""
-        state = self._parts.get(tp)
-        return None if state is None else state.epoch
+    def owns(self, tp: TopicPartition) -> bool:
+        return tp in self._parts
 
     def assigned(self) -> list[TopicPartition]:
         """The partitions currently owned."""
         return list(self._parts)
 
-    # -- per message -----------------------------------------------------------------
+    # -- per fetch -------------------------------------------------------------------
 
-    def track(self, tp: TopicPartition, offset: int) -> None:
-        """Record that ``offset`` was taken from ``tp`` and is now in flight.
+    def taken_up_to(self, tp: TopicPartition) -> int | None:
+        """The last offset taken from ``tp`` (-1 before the first); None when not owned.
 
-        Offsets must increase within a partition (gaps are fine: compaction,
-        transaction markers). Raises ``KeyError`` for an unowned partition and
-        ``ValueError`` for an offset that does not increase.
-        """
-        state = self._parts[tp]
-        if state.last_tracked is not None and offset <= state.last_tracked:
-            raise ValueError(f"offset {offset} of {tp} is not above {state.last_tracked}")
-        state.queue.append(offset)
-        state.unfinished.add(offset)
-        state.last_tracked = offset
-        self._total_unfinished += 1
-        self._total_span += 1
-
-    def done(self, tp: TopicPartition, offset: int, epoch: int) -> bool:
-        """Mark ``offset`` finished (delivered or dead-lettered).
-
-        Returns False, changing nothing, when ``tp`` is no longer owned, ``epoch`` is
-        stale, or the offset is not in flight (unknown or already done).
+        A message at or below it was taken already (a re-fetch after a pause or seek)
+        and must not be taken twice.
         """
         state = self._parts.get(tp)
-        if state is None or state.epoch != epoch:
-            self._release_orphans(epoch, 1)
-            return False
-        unfinished = state.unfinished
-        if offset not in unfinished:
-            return False
-        unfinished.remove(offset)
-        self._total_unfinished -= 1
-        queue = state.queue
-        before = len(queue)
-        while queue and queue[0] not in unfinished:
-            queue.popleft()
-        self._total_span -= before - len(queue)
-        return True
+        if state is None:
+            return None
+        return -1 if state.last_taken is None else state.last_taken
 
-    def abandon(self, epoch: int, count: int) -> None:
-        """Events of a revoked assignment that will never finish here (dropped batch)."""
-        self._release_orphans(epoch, count)
+    def open_chunk(self, tp: TopicPartition) -> Chunk | None:
+        """A new, empty chunk for the next run of ``tp``; None when ``tp`` is not owned.
 
-    def _release_orphans(self, epoch: int, count: int) -> None:
-        left = self._orphans.get(epoch)
-        if left is None:
+        Events may refer to it at once; it counts (and can finish) once ``seal``ed.
+        """
+        state = self._parts.get(tp)
+        return None if state is None else Chunk(state, -1, -1, 0)
+
+    @staticmethod
+    def next_chunk(chunk: Chunk) -> Chunk:
+        """A new, empty chunk of the same assignment (a run longer than one chunk)."""
+        return Chunk(chunk.owner, -1, -1, 0)
+
+    def seal(self, chunk: Chunk, first: int, last: int, size: int) -> None:
+        """Record that the chunk took ``size`` messages from ``first`` to ``last``.
+
+        Offsets must increase across chunks (gaps are fine: compaction, transaction
+        markers). An empty chunk is dropped. Raises ``ValueError`` for a chunk that
+        does not start above the last offset taken, cannot hold ``size`` offsets, is
+        sealed twice, or belongs to a revoked partition.
+        """
+        if size == 0:
             return
-        taken = min(left, count)
-        self._total_orphans -= taken
-        if left - taken > 0:
-            self._orphans[epoch] = left - taken
-        else:
-            del self._orphans[epoch]
+        state = chunk.owner
+        if state.revoked or chunk.size:
+            raise ValueError("only a fresh chunk of an owned partition can be sealed")
+        if size < 0 or last < first or (last - first + 1) < size:
+            raise ValueError(f"chunk {first}..{last} cannot hold {size} messages")
+        if state.last_taken is not None and first <= state.last_taken:
+            raise ValueError(f"offset {first} is not above {state.last_taken}")
+        chunk.first, chunk.last, chunk.size = first, last, size
+        state.chunks.append(chunk)
+        state.last_taken = last
+        state.span += size
+        state.unfinished += size
+        self._total_span += size
+        self._total_unfinished += size
+
+    def add(self, tp: TopicPartition, first: int, last: int, size: int) -> Chunk:
+        """``open_chunk`` and ``seal`` in one: raises ``KeyError`` for an unowned ``tp``."""
+        chunk = self.open_chunk(tp)
+        if chunk is None:
+            raise KeyError(tp)
+        self.seal(chunk, first, last, size)
+        return chunk
+
+    def finish(self, chunk: Chunk, count: int = 1) -> None:
+        """``count`` events of ``chunk`` are finished (delivered, dead-lettered, skipped).
+
+        For a revoked partition this only frees their memory (nothing commits). Never
+        counts more events than the chunk has.
+        """
+        count = min(count, chunk.size - chunk.finished)
+        if count <= 0:
+            return
+        chunk.finished += count
+        state = chunk.owner
+        if state.revoked:
+            self._total_orphans -= count
+            return
+        state.unfinished -= count
+        self._total_unfinished -= count
+        chunks = state.chunks
+        if chunks[0] is chunk:
+            before = state.span
+            while chunks and chunks[0].finished == chunks[0].size:
+                state.span -= chunks.popleft().size
+            self._total_span -= before - state.span
+
+    def finish_all(self, chunks: Iterable[Chunk]) -> None:
+        """``finish`` for a batch's chunk list (one entry per event)."""
+        for chunk, n in Counter(chunks).items():  # counted in C: no per-event Python
+            self.finish(chunk, n)
+
+    @staticmethod
+    def all_revoked(chunks: Iterable[Chunk]) -> bool:
+        """Whether none of these events can commit here any more."""
+        return not any(chunk.current for chunk in set(chunks))
 
     # -- commits ---------------------------------------------------------------------
 
     def watermark(self, tp: TopicPartition) -> int | None:
-        """The offset Kafka should hold for ``tp`` now, or None when nothing was tracked."""
+        """The offset Kafka should hold for ``tp`` now, or None when nothing was taken."""
         state = self._parts.get(tp)
-        if state is None or state.last_tracked is None:
+        if state is None or state.last_taken is None:
             return None
-        if state.queue:
-            return state.queue[0]
-        return state.last_tracked + 1
+        if state.chunks:
+            return state.chunks[0].first
+        return state.last_taken + 1
 
     def committable(self, tp: TopicPartition) -> int | None:
-        """The Kafka commit offset for ``tp`` if it moved since the last commit, else None.
-
-        This is the next offset to consume: the lowest unfinished offset, or the last
-        tracked offset + 1 when everything tracked is finished.
-        """
+        """The Kafka commit offset for ``tp`` if it moved since the last commit, else None."""
         mark = self.watermark(tp)
         if mark is None:
             return None
@@ -218,7 +263,7 @@ class OffsetTracker:
     def outstanding(self, tp: TopicPartition) -> int:
         """Unfinished messages of ``tp`` (0 when not owned)."""
         state = self._parts.get(tp)
-        return 0 if state is None else len(state.unfinished)
+        return 0 if state is None else state.unfinished
 
     @property
     def total_outstanding(self) -> int:
@@ -231,6 +276,6 @@ class OffsetTracker:
         return self._total_span + self._total_orphans
 
     def span(self, tp: TopicPartition) -> int:
-        """Offsets remembered for ``tp``: from its watermark to the last one tracked."""
+        """Events remembered for ``tp``: every chunk from its oldest unfinished one on."""
         state = self._parts.get(tp)
-        return 0 if state is None else len(state.queue)
+        return 0 if state is None else state.span

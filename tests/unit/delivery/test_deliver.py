@@ -17,7 +17,7 @@ import pytest
 import structlog
 from prometheus_client import CollectorRegistry
 
-from consumer.delivery.batcher import Batch, BatchItem
+from consumer.delivery.batcher import Batch
 from consumer.delivery.client import Response
 from consumer.delivery.concurrency import InFlightLimiter
 from consumer.delivery.deliver import BatchDelivery
@@ -25,10 +25,11 @@ from consumer.delivery.dlq import DeadLetter, KafkaMessage
 from consumer.delivery.gate import GateMode, GateState
 from consumer.delivery.lane import AccountLane
 from consumer.delivery.retry import Backoff
-from consumer.delivery.watermark import OffsetTracker
+from consumer.delivery.watermark import Chunk, OffsetTracker
 from consumer.observability.health import HealthState
 from consumer.observability.metrics import Metrics
 from consumer.settings import AccountSettings
+from tests.fakes_kafka import FakeMessage
 
 ACCOUNT = "18ce552mlaq"
 TP = ("purchases", 0)
@@ -72,7 +73,6 @@ class FakeSink:
 @dataclass
 class Rig:
     tracker: OffsetTracker
-    epoch: int
     lane: AccountLane
     delivery: BatchDelivery
     metrics: Metrics
@@ -80,12 +80,17 @@ class Rig:
     client: FakeClient
 
     def batch(self, n: int, start: int = 0) -> Batch:
-        items = []
-        for off in range(start, start + n):
-            self.tracker.track(TP, off)
-            payload = orjson.dumps({"conversion_id": f"c{off}"})
-            items.append(BatchItem(TP[0], TP[1], off, self.epoch, payload, f"c{off}"))
-        return Batch(id=f"b{start}", key=(ACCOUNT, "oka17"), items=items, created_at=0.0)
+        chunk = self.tracker.add(TP, start, start + n - 1, n)
+        return Batch(
+            id=f"b{start}",
+            key=(ACCOUNT, "oka17"),
+            payloads=[
+                orjson.dumps({"conversion_id": f"c{off}"}) for off in range(start, start + n)
+            ],
+            sources=[FakeMessage(*TP, off, b"") for off in range(start, start + n)],
+            chunks=[chunk] * n,
+            created_at=0.0,
+        )
 
     def sample(self, name: str, **labels: str) -> float:
         value = self.metrics.registry.get_sample_value(name, labels)
@@ -116,19 +121,14 @@ def rig(client: FakeClient, *, window_s: float = 900.0, probe_s: float = 0.02) -
         wall=time.time,
     )
     tracker = OffsetTracker()
-    epoch = tracker.assign(TP)
+    tracker.assign(TP)
     sink = FakeSink()
 
-    def finish(items: Sequence[BatchItem]) -> None:
-        for it in items:
-            tracker.done((it.topic, it.partition), it.offset, it.epoch)
+    def finish(chunks: Sequence[Chunk]) -> None:
+        tracker.finish_all(chunks)
 
-    def is_stale(items: Sequence[BatchItem]) -> bool:
-        return not any(tracker.is_current((i.topic, i.partition), i.epoch) for i in items)
-
-    def abandon(items: Sequence[BatchItem]) -> None:
-        for it in items:
-            tracker.abandon(it.epoch, 1)
+    def is_stale(chunks: Sequence[Chunk]) -> bool:
+        return tracker.all_revoked(chunks)
 
     delivery = BatchDelivery(
         lanes={ACCOUNT: lane},
@@ -137,9 +137,9 @@ def rig(client: FakeClient, *, window_s: float = 900.0, probe_s: float = 0.02) -
         metrics=metrics,
         finish=finish,
         is_stale=is_stale,
-        abandon=abandon,
+        abandon=finish,
     )
-    return Rig(tracker, epoch, lane, delivery, metrics, sink, client)
+    return Rig(tracker, lane, delivery, metrics, sink, client)
 
 
 async def test_blocked_account_is_probed_until_it_recovers() -> None:

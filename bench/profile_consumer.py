@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--workdir", type=Path, default=ROOT / ".run" / "profile")
+    parser.add_argument(
+        "--noop", action="store_true", help="profile bench.noop_engine (the engine alone)"
+    )
     args = parser.parse_args(argv)
 
     profile = args.workdir / "consumer.prof"
@@ -80,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         port = free_port()
         argv_run = [sys.executable, "-m", "cProfile", "-o", str(profile)]
-        argv_run += ["-m", "consumer", "run", "--config", str(config)]
+        entry = "bench.noop_engine" if args.noop else "consumer"
+        argv_run += ["-m", entry, "run", "--config", str(config)]
         process = stack.spawn(
             "consumer", argv_run, env={"XCONV_OBSERVABILITY__HTTP_PORT": str(port)}
         )

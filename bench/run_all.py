@@ -91,7 +91,13 @@ def side_by_side(
         row: dict[str, float] = {}
         for name in order:
             got = e2e.throughput(suite, pool, events, pipeline=name)
-            for key in ("events_per_s", "cpu_us_per_event", "peak_rss_mb", "consumer_cores"):
+            for key in (
+                "events_per_s",
+                "cpu_us_per_event",
+                "peak_rss_mb",
+                "consumer_cores",
+                "sandbox_cores",
+            ):
                 row[f"{name}_{key}"] = got[key]
         row["xconv_to_naive_cpu"] = row["xconv_cpu_us_per_event"] / row["naive_cpu_us_per_event"]
         row["noop_to_naive_cpu"] = row["noop_cpu_us_per_event"] / row["naive_cpu_us_per_event"]
@@ -339,6 +345,13 @@ def _naive_rows(n: dict[str, Any], command: str) -> list[tuple[str, str, str, st
             "",
             command,
         ),
+        (
+            "8. Cores used (CPU s / wall s), consumer: xconv / naive / no-op; sandbox: same order",
+            three("consumer_cores", 2) + "; " + three("sandbox_cores", 2),
+            "",
+            "",
+            command,
+        ),
         ("8. Peak RSS, xconv / naive / no-op", three("peak_rss_mb", 0) + " MB", "", "", command),
         (
             "8. Transform alone, CPU per event (same suite)",
@@ -455,7 +468,6 @@ def render(info: dict[str, str], r: dict[str, Any]) -> str:
             cmd("engine"),
         ),
     ]
-    rows += _naive_rows(r.get("naive", {}), cmd("naive"))
     for name, label in (("pacing_headers", "with headers"), ("pacing_no_headers", "no headers")):
         used = med(name, "budget_used")
         limited = med(name, "http_429")
@@ -543,6 +555,7 @@ def render(info: dict[str, str], r: dict[str, Any]) -> str:
             cmd("accounts_throttled"),
         ),
     ]
+    rows += _naive_rows(r.get("naive", {}), cmd("naive"))
     lines = [
         "# Benchmarks",
         "",

@@ -14,7 +14,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +25,18 @@ from confluent_kafka import Consumer, TopicPartition
 from bench.common import (
     PacedProducer,
     ProcessSampler,
+    committed,
     consumer_account,
+    default_routing,
     generate,
     produce_all,
     sandbox_account,
+    sandbox_ids,
     sandbox_stats,
     wait_for,
 )
-from consumer.transform.config import RouteSettings, RoutingSettings
+from consumer.transform import Conversion, Transformer
+from consumer.transform.config import RouteSettings, RoutingSettings, TransformSettings
 from devtools.stack import (
     DEMO_ACCOUNT,
     Process,
@@ -56,6 +60,7 @@ class Pool:
     keys: list[bytes]
     values: list[bytes]
     valid: list[bool]
+    _expected: dict[int, tuple[set[str], int]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def make(cls, size: int, seed: int = 11, invalid_share: float = 0.01) -> Pool:
@@ -78,6 +83,22 @@ class Pool:
             keys.append(key)
             values.append(value)
         return keys, values
+
+    def expected(self, count: int) -> tuple[set[str], int]:
+        """Conversion ids the API must accept for the first ``count`` tiled events, and how
+        many of them must be dead-lettered (the consumer's transform is the ground truth)."""
+        if count not in self._expected:
+            transformer = Transformer(TransformSettings(preset="canonical"), default_routing())
+            ids: set[str] = set()
+            invalid = 0
+            for _key, value in self.tile(count):
+                result = transformer.transform(value)
+                if isinstance(result, Conversion):
+                    ids.add(result.conversion_id)
+                else:
+                    invalid += 1
+            self._expected[count] = (ids, invalid)
+        return self._expected[count]
 
     def valid_count(self, count: int) -> int:
         full, rest = divmod(count, len(self.values))
@@ -212,32 +233,51 @@ def raw_ceiling(bootstrap: str, topic: str, total: int) -> float:
 # --------------------------------------------------------------------------------------
 
 
-#: ``xconv run`` with the transform replaced by a no-op (bench/noop_engine.py).
-NOOP_ENGINE = [sys.executable, "-m", "bench.noop_engine"]
+#: What ``throughput`` can run, each as ``PROGRAM run --config FILE`` on the same config:
+#: ``xconv run``; ``xconv run`` with the transform replaced by a no-op
+#: (bench/noop_engine.py); the naive baseline (bench/naive_baseline.py).
+PIPELINES: dict[str, list[str] | None] = {
+    "xconv": None,
+    "noop": [sys.executable, "-m", "bench.noop_engine"],
+    "naive": [sys.executable, "-m", "bench.naive_baseline"],
+}
 
 
 def throughput(
-    suite: Suite, pool: Pool, events: int, *, noop_transform: bool = False
+    suite: Suite, pool: Pool, events: int, *, pipeline: str = "xconv"
 ) -> dict[str, float]:
-    """Consume ``events`` with the rate limit off; with ``noop_transform`` the engine's
-    own cost (everything but the transform) is what the consumer's CPU measures."""
+    """Consume ``events`` with the rate limit off; with the ``noop`` pipeline the engine's
+    own cost (everything but the transform) is what the consumer's CPU measures.
+
+    The clock runs from the first fetch to the last commit; then ``verify`` checks what
+    the sandbox accepted and what Kafka holds as committed (it raises on any loss)."""
     topic, run = suite.new_run({"accounts": [_demo_sandbox_account({"enabled": False})]})
     keys, values = pool.tiled(events)
     produce_all(suite.stack.bootstrap, topic, keys, values)
     sandbox_pid = suite.sandbox.popen.pid if suite.sandbox else 0
     sandbox_sampler = ProcessSampler(sandbox_pid, interval=0.5)
-    proc, url, sampler = suite.consumer(topic, run, program=NOOP_ENGINE if noop_transform else None)
-    _wait_metric(url, "xconv_events_consumed_total", proc, "first fetch")
+    proc, url, sampler = suite.consumer(topic, run, program=PIPELINES[pipeline])
+    group = f"xconv-{run}"
+    if pipeline == "naive":  # no metrics endpoint: its log line, then Kafka's committed offsets
+        _wait_log(proc, b"first fetch", "first fetch")
+    else:
+        _wait_metric(url, "xconv_events_consumed_total", proc, "first fetch")
     start, cpu0 = time.perf_counter(), sampler.proc.cpu_times()
     sandbox_sampler.sample()
     sandbox_cpu0 = sandbox_sampler.cpu_s
-    _wait_committed(url, events, timeout=900, proc=proc)
+    if pipeline == "naive":
+        _wait_kafka_committed(suite.stack.bootstrap, group, topic, events, 900, proc)
+    else:
+        _wait_committed(url, events, timeout=900, proc=proc)
     seconds = time.perf_counter() - start
     cpu1 = sampler.proc.cpu_times()
     sandbox_sampler.sample()
     sampler.stop()
     accepted = sandbox_stats(suite.stack.sandbox_url)["accepted_conversions"]
-    proc.stop()
+    code = proc.stop()
+    verify(suite, pool, events, topic, group, pipeline)
+    if code != 0:
+        raise RuntimeError(f"{pipeline} exited with {code}; see {proc.log_path}")
     ceiling = raw_ceiling(suite.stack.bootstrap, topic, events)
     cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
     return {
@@ -252,6 +292,62 @@ def throughput(
         "ratio_to_ceiling": events / seconds / ceiling,
         "accepted_ok": float(accepted >= pool.valid_count(events)),
     }
+
+
+def verify(suite: Suite, pool: Pool, events: int, topic: str, group: str, pipeline: str) -> None:
+    """Raise unless every offset is committed (Kafka's own view), every valid event's
+    conversion id was accepted by the sandbox and every invalid event dead-lettered.
+
+    The no-op pipeline sends one prepared conversion for every event, so for it the
+    check is by count: accepted conversions plus dead letters cover every event."""
+    bootstrap = suite.stack.bootstrap
+    ends = end_offsets(bootstrap, topic)
+    done = committed(bootstrap, group, topic, PARTITIONS)
+    behind = {p: (done.get(p), end) for p, end in ends.items() if done.get(p) != end}
+    problems = [f"committed != end offset on partitions {behind}"] if behind else []
+    dead = sum(end_offsets(bootstrap, f"{topic}.dlq").values())
+    if pipeline == "noop":
+        accepted = sandbox_stats(suite.stack.sandbox_url)["accepted_conversions"]
+        if accepted + dead < events:
+            problems.append(f"{accepted} accepted + {dead} dead letters < {events} events")
+    else:
+        want, invalid = pool.expected(events)
+        got = set(sandbox_ids(suite.stack.sandbox_url))
+        if want - got:
+            problems.append(f"{len(want - got)} of {len(want)} valid events never accepted")
+        if got - want:
+            problems.append(f"{len(got - want)} unexpected conversion ids accepted")
+        if dead < invalid:
+            problems.append(f"{dead} dead letters for {invalid} invalid events")
+    if problems:
+        raise RuntimeError(f"{pipeline} lost events: " + "; ".join(problems))
+
+
+def _wait_log(proc: Process, needle: bytes, what: str, timeout: float = 120) -> None:
+    def seen() -> bool:
+        if not proc.alive():
+            raise RuntimeError(f"consumer died; see {proc.log_path}")
+        return needle in proc.log_path.read_bytes()
+
+    wait_for(seen, timeout, 0.02, what)
+
+
+def _wait_kafka_committed(
+    bootstrap: str, group: str, topic: str, total: int, timeout: float, proc: Process
+) -> None:
+    """Poll the group's committed offsets (one client, every 50 ms) until they sum to total."""
+    client = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+
+    def done() -> bool:
+        if not proc.alive():
+            raise RuntimeError(f"consumer died; see {proc.log_path}")
+        return sum(max(tp.offset, 0) for tp in client.committed(parts, timeout=10)) >= total
+
+    try:
+        wait_for(done, timeout, interval=0.05, what=f"committed offsets = {total}")
+    finally:
+        client.close()
 
 
 def _demo_sandbox_account(rate_limit: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from bench.common import REPO_ROOT, RUN_ROOT, machine
 
 RESULTS = REPO_ROOT / "bench" / "results.json"
 OUTPUT = REPO_ROOT / "BENCHMARKS.md"
-SCENARIOS = ("transform", "e2e", "engine", "pacing", "outage", "latency", "accounts")
+SCENARIOS = ("transform", "e2e", "engine", "naive", "pacing", "outage", "latency", "accounts")
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -62,6 +62,58 @@ def run_transform(runs: int, quick: bool) -> dict[str, Any]:
         "command": " ".join(["python", *argv[1:]]),
         "output": out.strip(),
     }
+
+
+def run_sandbox_ceiling(runs: int, quick: bool) -> dict[str, Any]:
+    """bench/sandbox_bench.py, short: full 500-event requests the sandbox answers per second."""
+    duration = "2" if quick else "3"
+    argv = [sys.executable, "bench/sandbox_bench.py", "--runs", str(runs), "--duration", duration]
+    out = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    figures: dict[str, Any] = {}
+    for mode in ("token", "oauth"):
+        match = re.search(rf"{mode}: median +[\d.]+ req/s \(([\d,]+) conv/s\)", out)
+        if match is None:
+            raise RuntimeError(f"unexpected sandbox_bench output:\n{out}")
+        figures[f"{mode}_conversions_per_s"] = float(match.group(1).replace(",", ""))
+    figures["command"] = " ".join(["python", *argv[1:]])
+    return figures
+
+
+def side_by_side(
+    suite: e2e.Suite, pool: e2e.Pool, events: int, runs: int, quick: bool
+) -> dict[str, Any]:
+    """xconv, the naive baseline and xconv with a no-op transform in interleaved rounds
+    (load on this shared machine hits all three alike), plus the transform alone and the
+    sandbox's ceiling. Every run checks delivery and commits (``e2e.verify`` raises)."""
+    order = ("xconv", "naive", "noop")
+    rows: list[dict[str, float]] = []
+    for i in range(runs):
+        row: dict[str, float] = {}
+        for name in order:
+            got = e2e.throughput(suite, pool, events, pipeline=name)
+            for key in (
+                "events_per_s",
+                "cpu_us_per_event",
+                "peak_rss_mb",
+                "consumer_cores",
+                "sandbox_cores",
+            ):
+                row[f"{name}_{key}"] = got[key]
+        row["xconv_to_naive_cpu"] = row["xconv_cpu_us_per_event"] / row["naive_cpu_us_per_event"]
+        row["noop_to_naive_cpu"] = row["noop_cpu_us_per_event"] / row["naive_cpu_us_per_event"]
+        print(f"  naive round {i + 1}/{runs}: {row}", flush=True)
+        rows.append(row)
+    out: dict[str, Any] = {key: _stats([r[key] for r in rows]) for key in rows[0]}
+    out["events"] = events
+    out["rounds"] = runs
+    out["verified_runs"] = runs * len(order)  # throughput() raised otherwise
+    transform = run_transform(max(runs, 5), quick)
+    out["transform_us_per_event"] = transform["us_per_event"]
+    out["transform_command"] = transform["command"]
+    sandbox = run_sandbox_ceiling(runs, quick)
+    out["sandbox_command"] = sandbox.pop("command")
+    out.update(sandbox)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows: list[dict[str, float]] = []
                 for i in range(runs):
                     full = e2e.throughput(s, p, events)
-                    noop = e2e.throughput(s, p, events, noop_transform=True)
+                    noop = e2e.throughput(s, p, events, pipeline="noop")
                     row = {
                         "full_cpu_us_per_event": full["cpu_us_per_event"],
                         "noop_cpu_us_per_event": noop["cpu_us_per_event"],
@@ -145,6 +197,14 @@ def main(argv: list[str] | None = None) -> int:
                 return {key: _stats([r[key] for r in rows]) for key in rows[0]}
 
             record("engine", cmd, run_engine)
+        if "naive" in only:
+            cmd = f"{base_cmd} --only naive --events {events} --runs {runs}"
+
+            def run_naive() -> dict[str, Any]:
+                s, p = need_suite()
+                return side_by_side(s, p, events, runs, quick)
+
+            record("naive", cmd, run_naive)
         if "pacing" in only:
             # Windows long enough that the header's whole-second reset is a small error
             # (the issue's example budget: 1,000 requests per 60 s).
@@ -244,6 +304,78 @@ def _fmt(stat: dict[str, float] | None, digits: int = 0, scale: float = 1.0) -> 
 
 def _met(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "**missed**")
+
+
+def _naive_rows(n: dict[str, Any], command: str) -> list[tuple[str, str, str, str, str]]:
+    """Section 8: xconv beside the naive baseline (bench/naive_baseline.py)."""
+
+    def three(key: str, digits: int) -> str:
+        return " / ".join(_fmt(n.get(f"{p}_{key}"), digits) for p in ("xconv", "naive", "noop"))
+
+    ratio = n.get("xconv_to_naive_cpu", {}).get("median")
+    at = f" ({n.get('mode')}, {n.get('at')})" if n else ""
+    sandbox = (
+        f"**{n['oauth_conversions_per_s']:,.0f}** (OAuth 1.0a) / "
+        f"**{n['token_conversions_per_s']:,.0f}** (X-Pixel-Token) conversions/s"
+        if "oauth_conversions_per_s" in n
+        else "not run"
+    )
+    runs = n.get("verified_runs")
+    setup = f"{n.get('events', 0):,} events, {n.get('rounds', 0)} interleaved rounds" if n else ""
+    return [
+        (
+            f"8. Side by side ({setup}): consumer CPU per event, "
+            "xconv / naive baseline / xconv with a no-op transform",
+            three("cpu_us_per_event", 1) + " µs",
+            "",
+            "",
+            command,
+        ),
+        (
+            "8. xconv's consumer CPU per event / the naive baseline's (per round)",
+            _fmt(n.get("xconv_to_naive_cpu"), 2) + " x",
+            "≤ 0.35 x",
+            _met(None if ratio is None else ratio <= 0.35),
+            command,
+        ),
+        (
+            "8. Throughput, xconv / naive baseline / no-op transform",
+            three("events_per_s", 0) + " events/s",
+            "",
+            "",
+            command,
+        ),
+        (
+            "8. Cores used (CPU s / wall s), consumer: xconv / naive / no-op; sandbox: same order",
+            three("consumer_cores", 2) + "; " + three("sandbox_cores", 2),
+            "",
+            "",
+            command,
+        ),
+        ("8. Peak RSS, xconv / naive / no-op", three("peak_rss_mb", 0) + " MB", "", "", command),
+        (
+            "8. Transform alone, CPU per event (same suite)",
+            _fmt(n.get("transform_us_per_event"), 2) + " µs",
+            "",
+            "",
+            f"`{n['transform_command']}`{at}" if n else "",
+        ),
+        (
+            "8. Sandbox ceiling, 8 requests of 500 in flight (same suite)",
+            sandbox,
+            "",
+            "",
+            f"`{n['sandbox_command']}`{at}" if n else "",
+        ),
+        (
+            "8. Runs where every valid event was accepted, every invalid one dead-lettered "
+            "and every offset committed (Kafka's view)",
+            "not run" if runs is None else f"{runs:.0f} of {runs:.0f}",
+            "all (a run that loses one fails the suite)",
+            _met(None if runs is None else True),
+            command,
+        ),
+    ]
 
 
 def render(info: dict[str, str], r: dict[str, Any]) -> str:
@@ -423,6 +555,7 @@ def render(info: dict[str, str], r: dict[str, Any]) -> str:
             cmd("accounts_throttled"),
         ),
     ]
+    rows += _naive_rows(r.get("naive", {}), cmd("naive"))
     lines = [
         "# Benchmarks",
         "",

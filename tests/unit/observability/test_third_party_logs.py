@@ -54,11 +54,15 @@ def _restore_logging() -> Iterator[None]:
 
 
 def _sign(credentials: tuple[str, str, str, str]) -> list[str]:
-    """Sign a few requests; return the signatures (decoded) taken from the headers."""
+    """Sign a few requests; return the signatures (decoded) taken from the headers.
+
+    Through oauthlib's ``Client.sign`` (the reference the per-URL template is checked
+    against, and the path URLs with a query take), which is what writes debug lines.
+    """
     auth = OAuth1Auth(*credentials)
     signatures = []
-    for _ in range(3):
-        header = auth.headers("POST", URL)["Authorization"]
+    for n in range(3):
+        header = auth.sign_reference("POST", URL, str(1000 + n), "1800000000")
         params = dict(
             part.strip().split("=", 1) for part in header.removeprefix("OAuth ").split(",")
         )

@@ -225,6 +225,8 @@ class DeliverySettings(_Section):
     # it pauses every assigned partition until the count falls to resume_ratio of it.
     max_buffered_events: int = Field(default=20_000, ge=500)
     resume_ratio: float = Field(default=0.5, gt=0, lt=1)
+    # A full buffer first only stops fetching; it pauses once full for this long.
+    pause_grace_s: float = Field(default=5.0, ge=0, le=60)
     drain_timeout_s: float = Field(default=30.0, ge=0)
     revoke_timeout_s: float = Field(default=10.0, ge=0)
     commit_interval_s: float = Field(default=2.0, gt=0)

@@ -118,6 +118,10 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     "rate budget (off: random 5xx would shrink it).",
     "delivery.max_buffered_events": "Events held in memory (consumed, not yet done; about "
     "5 KB each at peak); reaching it pauses every assigned partition.",
+    "delivery.pause_grace_s": "A full buffer first only stops fetching (nothing prefetched is "
+    "dropped); it pauses every assigned partition once it has been full this long, so that "
+    "polling and rebalances go on during an outage. Rebalance callbacks wait at most this "
+    "long meanwhile.",
     "delivery.resume_ratio": "Paused partitions resume when held events fall to this share "
     "of `max_buffered_events`.",
     "delivery.drain_timeout_s": "On SIGTERM, how long to wait for in-flight sends before "

@@ -2,7 +2,11 @@
 
 The gap between the marks (hysteresis) matters with Kafka: ``pause()`` drops the
 prefetched messages of a partition, so toggling around a single threshold would refetch
-the same data over and over.
+the same data over and over. For the same reason a full buffer first only stops
+fetching, for up to ``grace_s``: in a steady backlog (the API slower than Kafka) room
+comes back within a batch's round trip and nothing is dropped and refetched; only a
+buffer that stays full that long (an outage) pauses, so that polling, and with it the
+group membership and the rebalance callbacks, goes on.
 
 This is a pure decision. It keeps no count and no paused flag of its own: the count is
 the offset tracker's ``held`` and the paused state is the Kafka source's (applied to the
@@ -22,22 +26,33 @@ class Backpressure:
 
     high_water: int
     low_water: int
+    grace_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.low_water < self.high_water:
             raise ValueError("need 0 <= low_water < high_water")
+        if self.grace_s < 0:
+            raise ValueError("need grace_s >= 0")
 
     @classmethod
-    def from_ratio(cls, max_buffered: int, resume_ratio: float) -> Backpressure:
+    def from_ratio(
+        cls, max_buffered: int, resume_ratio: float, grace_s: float = 0.0
+    ) -> Backpressure:
         """High water ``max_buffered``, low water ``max_buffered * resume_ratio``."""
         low = min(max_buffered - 1, max(0, int(max_buffered * resume_ratio)))
-        return cls(max_buffered, low)
+        return cls(max_buffered, low, grace_s)
 
-    def should_pause(self, held: int, paused: bool) -> bool:
-        """Whether consuming should be paused now, given what is held and the state."""
+    def should_pause(self, held: int, paused: bool, full_for_s: float | None = None) -> bool:
+        """Whether consuming should be paused now, given what is held and the state.
+
+        ``full_for_s``: how long the buffer has been at the high mark without a pause
+        (None: not full); a pause waits for ``grace_s`` of it.
+        """
         if paused:
             return held > self.low_water
-        return held >= self.high_water
+        if held < self.high_water:
+            return False
+        return full_for_s is None or full_for_s >= self.grace_s
 
     def room(self, held: int) -> int:
         """How many more events a fetch may take before reaching the high mark."""

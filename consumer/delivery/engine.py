@@ -180,12 +180,16 @@ class Engine:
             linger_s=settings.batching.linger_ms / 1000.0,
             clock=clock,
         )
-        self._backpressure = Backpressure.from_ratio(d.max_buffered_events, d.resume_ratio)
+        self._backpressure = Backpressure.from_ratio(
+            d.max_buffered_events, d.resume_ratio, d.pause_grace_s
+        )
+        self._full_since: float | None = None  # when the buffer reached its high mark
         self._backoff = Backoff(base_s=d.retry_base_s, cap_s=d.retry_cap_s, rng=self._rng)
         self._global_limiter = InFlightLimiter(d.max_in_flight)
         self._supervisor = Supervisor(self._on_failure)
         self._lanes: dict[str, AccountLane] = {}
         self._stop = asyncio.Event()
+        self._room = asyncio.Event()  # set whenever events finish
         self._closing = False
         self._source: KafkaSource | None = None
         self._producer: Any = None
@@ -386,7 +390,14 @@ class Engine:
                 # checks and lag queries run here, between fetches, never beside one.
                 await self._periodic(interval)
                 next_commit = self._clock() + interval
-            await self._apply_backpressure()
+            if await self._apply_backpressure():
+                # Full, not paused yet: no fetch (a pause would drop what librdkafka has
+                # prefetched); a finishing batch makes room within its round trip.
+                self.health.beat(CONSUME_LOOP)
+                await self._wait_for_room(0.05)
+                for batch in batcher.due(self._clock()):
+                    self._dispatch(batch)
+                continue
             deadline = batcher.next_deadline()
             timeout = 0.2 if deadline is None else min(0.2, max(0.0, deadline - self._clock()))
             # Never fetch more than the buffer has room for: one big fetch would otherwise
@@ -497,14 +508,36 @@ class Engine:
         if err.code() != KafkaError._PARTITION_EOF:
             log.warning("kafka_fetch_error", code=err.name(), fatal=err.fatal())
 
-    async def _apply_backpressure(self) -> None:
+    async def _apply_backpressure(self) -> bool:
+        """Pause or resume; True when the buffer is full but not paused yet (no fetch)."""
         assert self._source is not None
-        held = self._tracker.held
-        want = self._backpressure.should_pause(held, self._source.paused)
-        if want != self._source.paused:
+        held, paused = self._tracker.held, self._source.paused
+        full = held >= self._backpressure.high_water
+        if not full or paused:
+            self._full_since = None
+        elif self._full_since is None:
+            self._full_since = self._clock()
+        full_for = None if self._full_since is None else self._clock() - self._full_since
+        want = self._backpressure.should_pause(held, paused, full_for)
+        if want != paused:
             await self._source.set_paused(want)
+            self._full_since = None
             log.info("backpressure", paused=want, held_events=held)
         self.metrics.events_in_flight.set(held)
+        return full and not want
+
+    async def _wait_for_room(self, bound_s: float) -> None:
+        """Until a batch finishes (room), a stop request, or ``bound_s``."""
+        self._room.clear()
+        waiters = {
+            asyncio.ensure_future(self._room.wait()),
+            asyncio.ensure_future(self._stop.wait()),
+        }
+        try:
+            await asyncio.wait(waiters, timeout=bound_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     def _reached_end(self) -> bool:
         assert self._stop_at is not None
@@ -635,6 +668,7 @@ class Engine:
 
     def _finish(self, chunks: Sequence[Chunk]) -> None:
         self._tracker.finish_all(chunks)
+        self._room.set()
         self.metrics.events_in_flight.set(self._tracker.held)
 
     def _is_stale(self, chunks: Sequence[Chunk]) -> bool:
@@ -642,4 +676,5 @@ class Engine:
 
     def _abandon(self, chunks: Sequence[Chunk]) -> None:
         self._tracker.finish_all(chunks)  # a revoked partition's chunks: frees memory only
+        self._room.set()
         self.metrics.events_in_flight.set(self._tracker.held)

@@ -37,3 +37,15 @@ def test_from_ratio() -> None:
     bp = Backpressure.from_ratio(50_000, 0.5)
     assert (bp.high_water, bp.low_water) == (50_000, 25_000)
     assert Backpressure.from_ratio(10, 1.0).low_water == 9
+
+
+def test_a_full_buffer_pauses_only_after_the_grace() -> None:
+    bp = Backpressure(high_water=100, low_water=50, grace_s=2.0)
+    assert not bp.should_pause(100, paused=False, full_for_s=0.0)
+    assert not bp.should_pause(100, paused=False, full_for_s=1.99)
+    assert bp.should_pause(100, paused=False, full_for_s=2.0)
+    assert bp.should_pause(100, paused=False)  # no timing known: pause (the safe side)
+    assert not bp.should_pause(99, paused=False, full_for_s=9.0)  # not full: never
+    assert bp.should_pause(70, paused=True, full_for_s=None)  # paused: hysteresis as before
+    with pytest.raises(ValueError, match="grace_s"):
+        Backpressure(10, 5, grace_s=-1.0)

@@ -58,6 +58,7 @@ def settings(**delivery: Any) -> Settings:
                 "retry_cap_s": 0.02,
                 "drain_timeout_s": 0.5,
                 "revoke_timeout_s": 0.05,
+                "pause_grace_s": 0.0,  # pause as soon as full (the grace has its own test)
                 **delivery,
             },
         }
@@ -236,3 +237,21 @@ async def test_partial_200_commits_and_counts_the_shortfall(processed: int) -> N
         "xconv_events_unprocessed_total", {"account": "18ce552mlaq"}
     )
     assert shortfall == 10 - processed
+
+
+async def test_a_full_buffer_stops_fetching_at_once_and_pauses_only_after_the_grace() -> None:
+    # pause() drops librdkafka's prefetched messages: in a steady backlog (the API slower
+    # than Kafka) pausing at every fill refetched the same data over and over.
+    async with Harness(topic_log(2, 2000), ScriptedApi(unavailable), pause_grace_s=0.4) as h:
+        h.fake.rebalance("assign", [(TOPIC, 0), (TOPIC, 1)])
+        engine, source = h.engine, h.engine._source
+        assert source is not None
+        await h.until(lambda: engine._tracker.held >= MAX_BUFFERED, "full")
+        full_at = time.monotonic()
+        await asyncio.sleep(0.2)
+        assert not source.paused  # within the grace: no pause...
+        assert engine._tracker.held == MAX_BUFFERED  # ...and no fetch past the mark
+        await h.until(lambda: source.paused, "pause after the grace", within=2.0)
+        assert time.monotonic() - full_at >= 0.35
+        assert h.paused_matches_assignment()
+        assert h.max_held <= MAX_BUFFERED

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import faulthandler
+import gc
 import logging
 import os
 import signal
@@ -37,6 +38,13 @@ log = structlog.get_logger("xconv.run")
 # ends the process: covers the final commit request, closing the clients, the summary.
 SHUTDOWN_MARGIN_S = 5.0
 
+# The cyclic garbage collector's thresholds while the service runs. The defaults
+# (700, 10, 10) collect the youngest generation every 700 container allocations, and
+# every fetch allocates thousands (the Kafka messages, held until their batch is done,
+# are scanned again at every collection until promoted): 0.7-0.9 µs of CPU per event,
+# a fifth of the engine's own cost. The service makes few reference cycles.
+GC_THRESHOLDS = (50_000, 20, 100)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
@@ -47,9 +55,17 @@ def run(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     configure_logging(settings.observability.log_level, settings.observability.log_format)
+    tune_gc()
     code = asyncio.run(serve(settings))
     leave(code)
     return code
+
+
+def tune_gc() -> None:
+    """Freeze what start-up allocated (never scanned again) and collect less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def leave(code: int) -> None:

@@ -23,12 +23,22 @@ from typing import Any
 
 import orjson
 
-from bench import e2e
+from bench import chaos, e2e
 from bench.common import REPO_ROOT, RUN_ROOT, machine
 
 RESULTS = REPO_ROOT / "bench" / "results.json"
 OUTPUT = REPO_ROOT / "BENCHMARKS.md"
-SCENARIOS = ("transform", "e2e", "engine", "naive", "pacing", "outage", "latency", "accounts")
+SCENARIOS = (
+    "transform",
+    "e2e",
+    "engine",
+    "naive",
+    "pacing",
+    "outage",
+    "latency",
+    "accounts",
+    "chaos",
+)
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -275,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                     )
 
                 record(name, cmd, run_accounts)
+        if "chaos" in only:
+            record("chaos", "", lambda: run_chaos_scenario(quick))
     finally:
         if suite is not None:
             suite.close()
@@ -288,6 +300,48 @@ def main(argv: list[str] | None = None) -> int:
     for failure in failures:
         print("FAILED:", failure)
     return 1 if failures else 0
+
+
+def _chaos_rows(c: dict[str, Any] | None, command: str) -> list[tuple[str, str, str, str, str]]:
+    if not c:
+        return [("9. Chaos (SIGKILLs, a broker restart, API faults)", "not run", "", "", "")]
+    return [
+        (
+            f"9. Chaos, {c['events']:,} events, {c['kills']} SIGKILLs, "
+            f"{c['broker_restarts']} broker restart: valid events lost",
+            f"**{c['lost']}**",
+            "0",
+            _met(c["lost"] == 0),
+            command,
+        ),
+        (
+            "9. Chaos: duplicates accepted (re-deliveries after kills) / per kill",
+            f"**{c['duplicates']:,}** / {c['duplicates_per_kill']:,.0f}",
+            f"≤ {c['duplicate_bound']:,} (bound)",
+            _met(c["duplicates"] <= c["duplicate_bound"]),
+            command,
+        ),
+    ]
+
+
+def run_chaos_scenario(quick: bool) -> dict[str, Any]:
+    """The chaos harness at full size (its own broker): SIGKILLs, a broker restart, faults."""
+    events, kills = (50_000, 3) if quick else (200_000, 6)
+    result = chaos.run_chaos(events, kills, seed=1, log=lambda line: print(line, flush=True))
+    if not result.ok:
+        raise RuntimeError("chaos: " + "; ".join(result.failures))
+    return {
+        "command": f"python -m bench.chaos --events {events} --kills {kills} --seed 1",
+        "events": events,
+        "kills": len(result.kills),
+        "broker_restarts": result.broker_restarts,
+        "lost": result.missing,
+        "duplicates": result.duplicates,
+        "duplicate_bound": result.duplicate_bound,
+        "duplicates_per_kill": result.duplicates / max(1, len(result.kills)),
+        "dead_letter_records": result.dlq_records,
+        "seconds": result.seconds,
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -556,6 +610,7 @@ def render(info: dict[str, str], r: dict[str, Any]) -> str:
         ),
     ]
     rows += _naive_rows(r.get("naive", {}), cmd("naive"))
+    rows += _chaos_rows(r.get("chaos"), cmd("chaos"))
     lines = [
         "# Benchmarks",
         "",

@@ -181,7 +181,10 @@ class Engine:
             clock=clock,
         )
         self._backpressure = Backpressure.from_ratio(
-            d.max_buffered_events, d.resume_ratio, d.pause_grace_s
+            d.max_buffered_events,
+            d.resume_ratio,
+            d.pause_grace_s,
+            refill=min(settings.kafka.fetch_batch_size, d.max_buffered_events // 4),
         )
         self._full_since: float | None = None  # when the buffer reached its high mark
         self._backoff = Backoff(base_s=d.retry_base_s, cap_s=d.retry_cap_s, rng=self._rng)
@@ -512,7 +515,7 @@ class Engine:
         """Pause or resume; True when the buffer is full but not paused yet (no fetch)."""
         assert self._source is not None
         held, paused = self._tracker.held, self._source.paused
-        full = held >= self._backpressure.high_water
+        full = self._backpressure.full(held)
         if not full or paused:
             self._full_since = None
         elif self._full_since is None:

@@ -49,3 +49,14 @@ def test_a_full_buffer_pauses_only_after_the_grace() -> None:
     assert bp.should_pause(70, paused=True, full_for_s=None)  # paused: hysteresis as before
     with pytest.raises(ValueError, match="grace_s"):
         Backpressure(10, 5, grace_s=-1.0)
+
+
+def test_a_fetch_waits_until_it_can_take_a_refill() -> None:
+    bp = Backpressure(high_water=100, low_water=50, grace_s=2.0, refill=30)
+    assert not bp.full(70)  # room for 30: fetch
+    assert bp.full(71)  # room for 29 only: wait for more room
+    assert not bp.should_pause(80, paused=False, full_for_s=1.0)  # waiting, within the grace
+    assert bp.should_pause(80, paused=False, full_for_s=2.0)  # no fetch for the grace: pause
+    assert Backpressure.from_ratio(100, 0.5, refill=2000).refill == 50  # clamped to the gap
+    with pytest.raises(ValueError, match="refill"):
+        Backpressure(100, 50, refill=51)

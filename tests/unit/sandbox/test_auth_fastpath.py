@@ -13,7 +13,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oauthlib.oauth1.rfc5849 import signature
+from oauthlib.oauth1.rfc5849.utils import escape
 
+from consumer.sandbox import auth
 from consumer.sandbox.auth import Authenticator, AuthResult
 from consumer.sandbox.config import DEMO_ACCESS_TOKEN, demo_account
 from tests.fakes import FakeClock
@@ -116,3 +119,22 @@ def test_clients_requests_take_the_fast_path() -> None:
     result = fast._verify_fast("POST", URL, sign(nonce="fresh"))
     assert result is not None
     assert result.ok
+
+
+TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(sorted(auth._OAUTH_KEYS)), TEXT, min_size=1),
+    st.sampled_from(["POST", "post", "GET"]),
+    st.sampled_from([URL, "https://Example.COM:443/a b/%7E?", "http://h:81/p;q"]),
+)
+def test_base_string_is_oauthlibs(params: dict[str, str], method: str, uri: str) -> None:
+    expected = signature.signature_base_string(
+        method,  # type: ignore[arg-type]  # stubs: a literal
+        signature.base_string_uri(uri),
+        signature.normalize_parameters(list(params.items())),  # type: ignore[arg-type]
+    )
+    escaped = escape(signature.base_string_uri(uri))
+    assert auth.signature_base_string(method, escaped, params) == expected

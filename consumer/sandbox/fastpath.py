@@ -169,7 +169,9 @@ def _identifiers_ok(lists: list[list[_Identifier]]) -> bool:
 
 
 def _contents_ok(conversions: list[_Conversion]) -> bool:
-    lists = [item for item in map(_contents, conversions) if item is not UNSET]
+    lists: list[Any] = list(map(_contents, conversions))
+    if UNSET in lists:  # some conversions have no contents
+        lists = [item for item in lists if item is not UNSET]
     contents: list[_Content] = list(chain.from_iterable(lists))
     if not contents:
         return True
@@ -187,9 +189,9 @@ def accept(
     event_ids: frozenset[str],
     reject_ids: frozenset[str],
     max_conversions: int,
-) -> list[Any] | None:
-    """The conversion ids (``UNSET`` where a conversion has none) of a body that passes
-    every rule; ``None`` when it may not (then the detailed path decides)."""
+) -> tuple[int, list[str]] | None:
+    """The number of conversions and the ids of those that have one, for a body that
+    passes every rule; ``None`` when it may not (then the detailed path decides)."""
     try:
         conversions = _DECODER.decode(body).conversions
     except ValueError:  # msgspec.DecodeError (ValidationError too), UnicodeDecodeError
@@ -208,9 +210,11 @@ def accept(
     currencies.discard(UNSET)
     if not currencies <= ISO_4217:
         return None
-    ids = list(map(_conversion_id, conversions))
+    ids: list[Any] = list(map(_conversion_id, conversions))
     if reject_ids and not reject_ids.isdisjoint(ids):
         return None
     if not _contents_ok(conversions):
         return None
-    return ids
+    if UNSET in ids:
+        ids = [item for item in ids if item is not UNSET]
+    return len(conversions), ids

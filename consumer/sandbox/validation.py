@@ -200,10 +200,10 @@ def validate_body(
     :func:`accepted_event_ids`); ``reject_conversion_ids`` is the sandbox fault that
     answers chosen conversions as invalid.
     """
-    ids = fastpath.accept(body, event_ids, reject_conversion_ids, max_conversions)
-    if ids is not None:
-        present = [i for i in ids if type(i) is str]
-        return ValidationResult(count=len(ids), conversion_ids=present, body=body)
+    accepted = fastpath.accept(body, event_ids, reject_conversion_ids, max_conversions)
+    if accepted is not None:
+        count, ids = accepted
+        return ValidationResult(count=count, conversion_ids=ids, body=body)
     return validate_detailed(
         body,
         event_ids=event_ids,

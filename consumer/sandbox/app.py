@@ -27,6 +27,7 @@ from consumer.sandbox.state import SandboxState
 from consumer.sandbox.validation import (
     INVALID,
     Problem,
+    accept_body,
     accepted_event_ids,
     validate_body,
 )
@@ -266,11 +267,14 @@ class Sandbox:
                 ),
                 budget.headers(),
             )
-        result = validate_body(
-            body,
-            event_ids=self.event_ids[account_id],
-            reject_conversion_ids=self.faults.reject_ids,
-        )
+        if self.config.validation:
+            result = validate_body(
+                body,
+                event_ids=self.event_ids[account_id],
+                reject_conversion_ids=self.faults.reject_ids,
+            )
+        else:
+            result = accept_body(body)
         if not result.ok:
             problems = result.answered_problems()
             log.debug(
@@ -283,12 +287,12 @@ class Sandbox:
                 account, self._problems(result.status, problems, params), budget.headers()
             )
 
-        count = len(result.conversions)
+        count = result.count
         events = limiter.acquire_events(count)
         if not events.allowed:
             return self._too_many(account, params, events.headers())
-        self.state.record_accepted(
-            account_id, account.pixel_id, result.conversions, self._clock(), body
+        self.state.record_batch(
+            account_id, account.pixel_id, count, result.conversion_ids, now=self._clock(), body=body
         )
         processed = processed_count(count, self.faults.settings.processed_shortfall)
         if processed < count:

@@ -110,6 +110,9 @@ class SandboxConfig(_Strict):
     nonce_capacity: int = Field(default=200_000, ge=1)
     recent_conversions: int = Field(default=10_000, ge=0)
     max_body_bytes: int = Field(default=5_000_000, ge=1024)
+    # false: no field rules; any well-formed JSON body is accepted and its conversions
+    # counted (benchmarks that measure the client's own ceiling).
+    validation: bool = True
 
     @model_validator(mode="after")
     def _unique_routes(self) -> Self:

@@ -25,7 +25,7 @@ class AccountStats:
     accepted_requests: int = 0
     rate_limited: int = 0
     without_conversion_id: int = 0
-    conversion_ids: dict[str, int] = field(default_factory=dict)
+    conversion_ids: Counter[str] = field(default_factory=Counter)
 
     def as_json(self) -> dict[str, Any]:
         with_id = self.accepted_conversions - self.without_conversion_id
@@ -103,39 +103,48 @@ class SandboxState:
         body: bytes | None = None,
     ) -> None:
         """Count an accepted request; ``body`` (its bytes) feeds the recent-conversions ring."""
+        ids = [c["conversion_id"] for c in conversions if c.get("conversion_id") is not None]
+        if body is None and self._recent_capacity:
+            body = orjson.dumps({"conversions": conversions})
+        self.record_batch(account_id, pixel_id, len(conversions), ids, now=now, body=body)
+
+    def record_batch(
+        self,
+        account_id: str,
+        pixel_id: str,
+        count: int,
+        conversion_ids: list[str],
+        *,
+        now: float,
+        body: bytes | None,
+    ) -> None:
+        """Count an accepted request of ``count`` conversions, ``conversion_ids`` those of
+        the ones that have one; ``body``, a JSON object whose ``conversions`` are those,
+        feeds the recent-conversions ring (``None``: not kept)."""
         stats = self.account(account_id)
         stats.accepted_requests += 1
-        stats.accepted_conversions += len(conversions)
-        ids = stats.conversion_ids
-        missing = 0
-        for conversion in conversions:
-            conversion_id = conversion.get("conversion_id")
-            if conversion_id is None:
-                missing += 1
-            else:
-                ids[conversion_id] = ids.get(conversion_id, 0) + 1
-        stats.without_conversion_id += missing
-        if self._recent_capacity:
-            if body is None:
-                body = orjson.dumps({"conversions": conversions})
-            self._chunks.append(_Chunk(account_id, pixel_id, now, body, len(conversions)))
-            self._chunked += len(conversions)
+        stats.accepted_conversions += count
+        stats.conversion_ids.update(conversion_ids)  # Counter: counted in C
+        stats.without_conversion_id += count - len(conversion_ids)
+        if self._recent_capacity and body is not None and count:
+            self._chunks.append(_Chunk(account_id, pixel_id, now, body, count))
+            self._chunked += count
             chunks = self._chunks
             while self._chunked - chunks[0].count >= self._recent_capacity:
                 self._chunked -= chunks.popleft().count
 
-    def conversion_ids(self, account_id: str | None = None) -> dict[str, int]:
+    def conversion_ids(self, account_id: str | None = None) -> Counter[str]:
         """Accepted ids with their acceptance counts, summed over accounts unless one is named."""
         if account_id is not None:
             stats = self.accounts.get(account_id)
-            return dict(stats.conversion_ids) if stats else {}
+            return Counter(stats.conversion_ids) if stats else Counter()
         per_account = [s.conversion_ids for s in self.accounts.values() if s.conversion_ids]
         if len(per_account) == 1:
             return per_account[0]
         merged: Counter[str] = Counter()
         for ids in per_account:
             merged.update(ids)
-        return dict(merged)
+        return merged
 
     def recent_conversions(
         self, limit: int, account_id: str | None = None

@@ -526,6 +526,28 @@ async def test_recent_conversions_ring_is_bounded(
     assert [c["conversion_id"] for c in handle.conversions(limit=2)] == ["k-7", "k-8"]
 
 
+async def test_validation_off_accepts_any_json(
+    start_sandbox: Callable[..., SandboxHandle],
+) -> None:
+    handle = start_sandbox({"validation": False})
+    bad = conversion("bad-1", identifiers=[{"hashed_email": "not-a-hash"}])
+    body = orjson.dumps({"conversions": [bad, {"conversion_id": "x"}, 5]})
+    status, _, payload = await post_token(handle, body)
+    assert status == 200, payload
+    assert payload["data"]["conversions_processed"] == 3
+    status, _, payload = await post_token(handle, b'{"no": "conversions"}')
+    assert (status, payload["data"]["conversions_processed"]) == (200, 0)
+    status, _, payload = await post_token(handle, b'{"conversions": [')
+    assert status == 400
+    assert payload["errors"][0]["message"] == "Request body is not valid JSON"
+    status, _, _ = await post(handle.endpoint(), PAGE_EXAMPLE)  # no credentials
+    assert status == 401
+    stats = handle.stats()
+    assert (stats["accepted_requests"], stats["accepted_conversions"]) == (2, 3)
+    assert handle.conversion_ids() == {"bad-1": 1, "x": 1}
+    assert handle.conversions(limit=3) == [bad, {"conversion_id": "x"}, 5]
+
+
 async def test_logs_hold_no_identifiers(start_sandbox: Callable[..., SandboxHandle]) -> None:
     handle = start_sandbox(None, log_level="debug")
     await post_token(handle, PAGE_EXAMPLE)

@@ -90,6 +90,7 @@ class AccountLane:
         # soon as the API answers again, so a backlog drains at once after an outage.
         self._progress = asyncio.Event()
         metrics.account_blocked.labels(account=self.account_id).set(0)
+        metrics.rate_budget_share.labels(account=self.account_id).set(1.0)
 
     # -- waiting ---------------------------------------------------------------------
 
@@ -150,6 +151,7 @@ class AccountLane:
                     limits.limit, limits.remaining, wall_now + reset_in, wall_now, sent_at=start
                 )
         metrics.rate_budget_remaining.labels(account=aid).set(self.budget.remaining_estimate())
+        metrics.rate_budget_share.labels(account=aid).set(self.budget.share())
         try:
             accepted = parse_response(response.status, response.headers, response.body, wall_now)
         except RateLimitedError as exc:

@@ -23,12 +23,12 @@ from typing import Any
 
 import orjson
 
-from bench import e2e
+from bench import e2e, replica_share
 from bench.common import REPO_ROOT, RUN_ROOT, machine
 
 RESULTS = REPO_ROOT / "bench" / "results.json"
 OUTPUT = REPO_ROOT / "BENCHMARKS.md"
-SCENARIOS = ("transform", "e2e", "engine", "pacing", "outage", "latency", "accounts")
+SCENARIOS = ("transform", "e2e", "engine", "pacing", "outage", "latency", "accounts", "replicas")
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -215,6 +215,26 @@ def main(argv: list[str] | None = None) -> int:
                     )
 
                 record(name, cmd, run_accounts)
+        if "replicas" in only:
+            # Three replicas in one group on one account, headers on (issue 12).
+            budget, window, windows = (300, 30.0, 3) if quick else (600, 60.0, 4)
+            cmd = f"{base_cmd} --only replicas --runs {runs}"
+
+            def run_replicas() -> dict[str, Any]:
+                s, _ = need_suite()
+                out = _repeat(
+                    runs,
+                    lambda: replica_share.figures_dict(
+                        replica_share.run(
+                            s, replicas=3, requests=budget, window_s=window, windows=windows
+                        )
+                    ),
+                    "replicas",
+                )
+                out["setup"] = f"{budget} requests per {window:.0f} s window, {windows} windows"
+                return out
+
+            record("replicas", cmd, run_replicas)
     finally:
         if suite is not None:
             suite.close()
@@ -421,6 +441,30 @@ def render(info: dict[str, str], r: dict[str, Any]) -> str:
             "≥ 0.9 x baseline",
             _met(None if base is None or thr is None else thr >= 0.9 * base),
             cmd("accounts_throttled"),
+        ),
+    ]
+    gap, bound = med("replicas", "longest_gap_s"), med("replicas", "gap_bound_s")
+    used, limited = med("replicas", "budget_used_min_window"), med("replicas", "http_429")
+    setup = r.get("replicas", {}).get("setup", "")
+    rows += [
+        (
+            f"8. 3 replicas sharing 1 account, with headers ({setup}): "
+            "budget used, worst window / over time",
+            _fmt(get("replicas", "budget_used_min_window"), 3)
+            + " / "
+            + _fmt(get("replicas", "budget_used_time"), 3)
+            + f"; 429s: {_fmt(get('replicas', 'http_429'))}",
+            "≥ 0.95, no 429",
+            _met(None if used is None or limited is None else used >= 0.95 and limited == 0),
+            cmd("replicas"),
+        ),
+        (
+            "8. 3 replicas: longest time with nothing accepted",
+            _fmt(get("replicas", "longest_gap_s"), 2)
+            + f" s (bound {bound or 0:.2f} s: 3 nominal slots of one replica)",
+            "≤ 3 slots",
+            _met(None if gap is None or bound is None else gap <= bound),
+            cmd("replicas"),
         ),
     ]
     lines = [

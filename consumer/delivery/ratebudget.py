@@ -75,10 +75,12 @@ class ShareEstimator:
         samples = self._samples
         if samples:
             last_at, _, last_remaining, last_reset = samples[-1]
+            if sent_at <= last_at:
+                # Overtaken by the answer to a later request (of this window or the
+                # next): the time it covers is covered already.
+                return
             if abs(reset_epoch - last_reset) > RESET_SAME_WINDOW_S or remaining > last_remaining:
                 samples.clear()  # a new server window (or a reset we cannot compare)
-            elif sent_at <= last_at:
-                return  # an answer overtaken by a later one: its interval is already covered
         samples.append((sent_at, seen, remaining, reset_epoch))
         while len(samples) > 1 and samples[1][0] <= sent_at - self.horizon_s:
             samples.popleft()

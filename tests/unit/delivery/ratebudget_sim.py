@@ -135,7 +135,7 @@ def simulate(
         budget = budgets[r]
         if what == "reserve":
             # As AccountLane.send: reserve only once the next slot is within the lead.
-            ahead = budget.next_slot_in()
+            ahead = 0.0 if lead_s is None else budget.next_slot_in()
             if lead_s is not None and ahead > lead_s:
                 push(t + ahead - lead_s / 2, r, worker, "reserve")
             else:

@@ -62,6 +62,9 @@ def test_out_of_order_answers_are_ignored() -> None:
     assert est.share == pytest.approx(10 / 30)
     est.add(1.0, 5, 599, 5000.0)  # sent before the last one: answered late
     assert est.share == pytest.approx(10 / 30)
+    # ... and it did not restart the window's samples: the span still starts at 0.
+    est.add(3.0, 15, 540, 5000.0)
+    assert est.share == pytest.approx(15 / 60)
 
 
 def test_the_horizon_forgets_a_replica_that_left() -> None:

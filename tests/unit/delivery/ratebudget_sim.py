@@ -7,7 +7,10 @@ later. The server counts requests per fixed window aligned on the wall clock (as
 windows), refuses with 429 beyond ``limit``, and answers every request with
 ``remaining`` / ``reset`` as of its arrival. Replicas join and leave on a schedule
 (a leaving replica's queued slots vanish; a joining one starts from scratch, like a new
-process). Used by ``test_ratebudget_share.py`` and ``bench/replica_share.py``.
+process). Used by ``test_ratebudget_share.py``; the figures in docs/delivery-internals.md
+(*Fair share between replicas*) come from it. ``opening_windows=True`` counts like the
+sandbox instead: a window opens with the first request after the previous one ended and
+its reset header is the end rounded up to a whole second.
 """
 
 from __future__ import annotations

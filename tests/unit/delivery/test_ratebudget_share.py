@@ -210,3 +210,24 @@ def test_premise_whole_remaining_per_replica_leaves_long_gaps(
     res = simulate(lifetimes=[Lifetime(0.0) for _ in range(3)], duration_s=400.0)
     _, length, _ = res.worst_gap(WINDOW_S)
     assert length > 10.0
+
+
+def test_simulated_group_against_sandbox_style_windows() -> None:
+    # As the sandbox counts: a window opens with the first request after the previous
+    # one ended, and its reset header is rounded up to a whole second, so the replicas
+    # believe in up to a second more than the server grants (the integration test's
+    # setting: 150 requests per 20 s).
+    res = simulate(
+        lifetimes=[Lifetime(0.0) for _ in range(3)],
+        duration_s=300.0,
+        window_s=20.0,
+        limit=150,
+        rtt_s=0.004,
+        opening_windows=True,
+    )
+    whole = range(2, len(res.opened))  # window 1 is the warm-up, the last one is cut
+    assert len(whole) >= 8
+    assert min(res.per_window.get(w, 0) for w in whole) >= 0.95 * 150
+    assert res.rejected == 0
+    start, length, bound = res.worst_gap(res.opened[1])
+    assert length <= bound, f"nothing accepted for {length:.2f}s from t={start:.1f}"

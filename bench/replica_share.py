@@ -58,6 +58,7 @@ class ShareFigures:
     gap_at: float  # seconds after the first measured window opened
     gap_bound_s: float
     http_429: int = 0  # the sandbox's 429 answers over the whole run
+    gap_into_window_s: float = 0.0  # the gap ended this long after a window opened
 
     @property
     def window_use(self) -> list[float]:
@@ -69,7 +70,8 @@ class ShareFigures:
             f"{self.replicas} replicas, {self.limit} requests per {self.window_s:.0f} s: "
             f"budget used per window {use}; over time {self.time_use:.1%}; "
             f"longest gap {self.longest_gap_s:.2f} s (bound {self.gap_bound_s:.2f} s) "
-            f"at +{self.gap_at:.1f} s; 429s {self.http_429}"
+            f"at +{self.gap_at:.1f} s (ending {self.gap_into_window_s:.2f} s into a window); "
+            f"429s {self.http_429}"
         )
 
 
@@ -110,8 +112,13 @@ def analyse(
     for a, b in itertools.pairwise(inside):
         if b - a > gap:
             gap, gap_at = b - a, a - start
+    # Where the gap ended relative to the window opened at (or just before) its end.
+    gap_end = start + gap_at + gap
+    into = min((gap_end - w[0] for w in opened if w[0] <= gap_end), default=0.0)
     bound = 3 * window_s / (limit / replicas)
-    return ShareFigures(replicas, limit, window_s, per_window, time_use, gap, gap_at, bound)
+    return ShareFigures(
+        replicas, limit, window_s, per_window, time_use, gap, gap_at, bound, gap_into_window_s=into
+    )
 
 
 def accepted_request_times(sandbox_url: str, limit: int) -> list[float]:
@@ -200,6 +207,7 @@ def figures_dict(figures: ShareFigures) -> dict[str, float]:
         "http_429": float(figures.http_429),
         "longest_gap_s": figures.longest_gap_s,
         "gap_bound_s": figures.gap_bound_s,
+        "gap_into_window_s": figures.gap_into_window_s,
     }
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from bench import chaos, e2e
+from bench import chaos, e2e, replica_share
 from bench.common import REPO_ROOT, RUN_ROOT, machine
 
 RESULTS = REPO_ROOT / "bench" / "results.json"
@@ -39,6 +39,7 @@ SCENARIOS = (
     "latency",
     "accounts",
     "chaos",
+    "replicas",
 )
 
 
@@ -288,6 +289,26 @@ def main(argv: list[str] | None = None) -> int:
                 record(name, cmd, run_accounts)
         if "chaos" in only:
             record("chaos", "", lambda: run_chaos_scenario(quick))
+        if "replicas" in only:
+            # Three replicas in one group on one account, headers on (issue 12).
+            budget, window, windows = (300, 30.0, 3) if quick else (600, 60.0, 4)
+            cmd = f"{base_cmd} --only replicas --runs {runs}"
+
+            def run_replicas() -> dict[str, Any]:
+                s, _ = need_suite()
+                out = _repeat(
+                    runs,
+                    lambda: replica_share.figures_dict(
+                        replica_share.run(
+                            s, replicas=3, requests=budget, window_s=window, windows=windows
+                        )
+                    ),
+                    "replicas",
+                )
+                out["setup"] = f"{budget} requests per {window:.0f} s window, {windows} windows"
+                return out
+
+            record("replicas", cmd, run_replicas)
     finally:
         if suite is not None:
             suite.close()
@@ -631,6 +652,30 @@ def render(info: dict[str, str], r: dict[str, Any], kept: list[str] | None = Non
     ]
     rows += _naive_rows(r.get("naive", {}), cmd("naive"))
     rows += _chaos_rows(r.get("chaos"), cmd("chaos"))
+    gap, bound = med("replicas", "longest_gap_s"), med("replicas", "gap_bound_s")
+    used, limited = med("replicas", "budget_used_min_window"), med("replicas", "http_429")
+    setup = r.get("replicas", {}).get("setup", "")
+    rows += [
+        (
+            f"10. 3 replicas sharing 1 account, with headers ({setup}): "
+            "budget used, worst window / over time",
+            _fmt(get("replicas", "budget_used_min_window"), 3)
+            + " / "
+            + _fmt(get("replicas", "budget_used_time"), 3)
+            + f"; 429s: {_fmt(get('replicas', 'http_429'))}",
+            "≥ 0.95, no 429",
+            _met(None if used is None or limited is None else used >= 0.95 and limited == 0),
+            cmd("replicas"),
+        ),
+        (
+            "10. 3 replicas: longest time with nothing accepted",
+            _fmt(get("replicas", "longest_gap_s"), 2)
+            + f" s (bound {bound or 0:.2f} s: 3 nominal slots of one replica)",
+            "≤ 3 slots",
+            _met(None if gap is None or bound is None else gap <= bound),
+            cmd("replicas"),
+        ),
+    ]
     lines = [
         "# Benchmarks",
         "",

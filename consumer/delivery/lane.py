@@ -45,6 +45,12 @@ class RequestSender(Protocol):
 # one window is normal, not a hint to distrust.
 RESET_SLACK_S = 5.0
 
+# A request reserves its slot at most this long before the slot: a slot reserved far
+# ahead keeps the pace of the moment it was taken (with max_in_flight tasks queued at
+# a replica's share that was seconds of stale pace), one taken just in time follows the
+# latest headers.
+RESERVE_LEAD_S = 0.05
+
 
 class AccountLane:
     """Per-account delivery state; one instance per configured account."""
@@ -84,6 +90,7 @@ class AccountLane:
         # soon as the API answers again, so a backlog drains at once after an outage.
         self._progress = asyncio.Event()
         metrics.account_blocked.labels(account=self.account_id).set(0)
+        metrics.rate_budget_share.labels(account=self.account_id).set(1.0)
 
     # -- waiting ---------------------------------------------------------------------
 
@@ -103,6 +110,8 @@ class AccountLane:
         aid = self.account_id
         metrics = self._metrics
         async with self.limiter:
+            while (ahead := self.budget.next_slot_in()) > RESERVE_LEAD_S:  # noqa: ASYNC110
+                await asyncio.sleep(ahead - RESERVE_LEAD_S / 2)
             delay = self.budget.reserve(len(batch))
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -142,6 +151,7 @@ class AccountLane:
                     limits.limit, limits.remaining, wall_now + reset_in, wall_now, sent_at=start
                 )
         metrics.rate_budget_remaining.labels(account=aid).set(self.budget.remaining_estimate())
+        metrics.rate_budget_share.labels(account=aid).set(self.budget.share())
         try:
             accepted = parse_response(response.status, response.headers, response.body, wall_now)
         except RateLimitedError as exc:

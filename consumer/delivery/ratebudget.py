@@ -16,6 +16,15 @@ interval stretches to spread what is left (minus our own requests the server has
 counted yet) evenly over the time to reset. It never goes below the nominal interval,
 and the stretch ends at the reset. With nothing left, sends wait for the reset.
 
+Fair share. Replicas of one consumer group sharing the account each read the same
+headers; spreading the whole ``remaining`` over the time to reset, N of them would spend
+the window N times too fast and then wait. ``ShareEstimator`` measures this replica's
+share of the account's use from the headers alone: between two answers of one window
+the server's ``remaining`` dropped by D while this replica sent S of those requests, so
+its share is S / D. Pacing then spreads ``remaining * share ** (1 - FAIRNESS)`` minus the
+replica's own queued slots over the time to reset. The small exponent favours the
+smaller shares, so unequal splits drift to 1/N; see docs/delivery-internals.md.
+
 429. ``block_until`` pauses every new slot of the account until the given time; the
 caller re-checks ``blocked_for`` after sleeping for a slot reserved before the block.
 """
@@ -28,6 +37,68 @@ from collections.abc import Callable
 from typing import Literal
 
 _UNSEEN_HORIZON_S = 120.0  # how long our reservations are remembered for header sync
+
+Kind = Literal["requests", "events"]
+
+# Fair share (see ``ShareEstimator``).
+FAIRNESS = 0.1  # pace at share ** (1 - FAIRNESS): smaller shares grow, unequal splits even out
+MIN_SHARE = 0.01  # a replica never plans below 1 % of the account's remaining budget
+SHARE_MIN_DROP = 8  # drops of ``remaining`` smaller than this do not move the estimate
+SHARE_ALONE_SLACK = 0.02  # others' use within 2 % of the drop (or one request) counts as none
+# The estimate's sliding horizon: window_s / 6, within [2 s, 10 s].
+SHARE_HORIZON_FRACTION = 1 / 6
+SHARE_HORIZON_MIN_S = 2.0
+SHARE_HORIZON_MAX_S = 10.0
+RESET_SAME_WINDOW_S = 1.5  # resets this close belong to one server window
+
+
+class ShareEstimator:
+    """This replica's share of an account's use, from ``remaining`` headers alone.
+
+    Each sample is (``sent_at``: when the observed request was sent, ``seen``: how many
+    of our own units were sent up to then, the server's ``remaining`` and reset). Over
+    the samples of one server window within ``horizon_s``, the server counted
+    ``drop = remaining_old - remaining_new`` units, ``own = seen_new - seen_old`` of them
+    ours, so ``share = own / drop``. Others' use below ``SHARE_ALONE_SLACK`` of the drop
+    (or one unit) counts as none: a replica alone stays at exactly 1.0. Until a window
+    has given ``SHARE_MIN_DROP`` units of drop the previous estimate stands (1.0 at
+    first), so a new window starts at the last window's share.
+    """
+
+    def __init__(self, horizon_s: float) -> None:
+        self.horizon_s = horizon_s
+        self.share = 1.0
+        # (sent_at, seen, remaining, reset_epoch) of the current server window.
+        self._samples: deque[tuple[float, int, int, float]] = deque()
+
+    def add(self, sent_at: float, seen: int, remaining: int, reset_epoch: float) -> None:
+        samples = self._samples
+        if samples:
+            last_at, _, last_remaining, last_reset = samples[-1]
+            if sent_at <= last_at:
+                # Overtaken by the answer to a later request (of this window or the
+                # next): the time it covers is covered already.
+                return
+            if abs(reset_epoch - last_reset) > RESET_SAME_WINDOW_S or remaining > last_remaining:
+                samples.clear()  # a new server window (or a reset we cannot compare)
+        samples.append((sent_at, seen, remaining, reset_epoch))
+        while len(samples) > 1 and samples[1][0] <= sent_at - self.horizon_s:
+            samples.popleft()
+        _, old_seen, old_remaining, _ = samples[0]
+        drop = old_remaining - remaining
+        if drop < SHARE_MIN_DROP:
+            return
+        own = seen - old_seen
+        others = drop - own
+        if others <= max(1.0, SHARE_ALONE_SLACK * drop):
+            self.share = 1.0
+        else:
+            self.share = min(1.0, max(MIN_SHARE, own / drop))
+
+    @property
+    def pace_share(self) -> float:
+        """The share planned with: ``share ** (1 - FAIRNESS)`` (1.0 when alone)."""
+        return float(self.share ** (1.0 - FAIRNESS))
 
 
 class RateBudget:
@@ -63,22 +134,30 @@ class RateBudget:
         self._sync_req: tuple[float, float] | None = None  # (interval, until)
         self._sync_evt: tuple[float, float] | None = None
         # (left for new reservations, reservation counter then, reset_at, kind)
-        self._observed: tuple[int, int, float, Literal["requests", "events"]] | None = None
+        self._observed: tuple[int, int, float, Kind] | None = None
         self._reserved_requests = 0
         self._reserved_events = 0
         # (send_at, events) of recent reservations, in reservation order.
         self._recent: deque[tuple[float, int]] = deque()
+        horizon = min(
+            SHARE_HORIZON_MAX_S, max(SHARE_HORIZON_MIN_S, window_s * SHARE_HORIZON_FRACTION)
+        )
+        self._shares: dict[Kind, ShareEstimator] = {
+            "requests": ShareEstimator(horizon),
+            "events": ShareEstimator(horizon),
+        }
 
     # -- intervals -------------------------------------------------------------------
 
-    def _interval(self, now: float, kind: Literal["requests", "events"]) -> float:
+    def _interval(self, now: float, kind: Kind) -> float:
         nominal = self._req_interval if kind == "requests" else self._evt_interval
         sync = self._sync_req if kind == "requests" else self._sync_evt
-        if sync is not None and now < sync[1] and sync[0] > nominal:
-            return sync[0]
-        return nominal
+        if sync is not None and now < sync[1]:
+            return max(sync[0], nominal)
+        # No server word on this window yet: our share of the configured budget.
+        return nominal / self._shares[kind].pace_share
 
-    def _tolerance(self, now: float, kind: Literal["requests", "events"]) -> float:
+    def _tolerance(self, now: float, kind: Kind) -> float:
         """Burst tolerance in seconds; none while the server asked us to slow down."""
         if kind == "requests":
             if self._interval(now, kind) > self._req_interval:
@@ -110,6 +189,19 @@ class RateBudget:
         self._prune(now)
         return send_at - now
 
+    def next_slot_in(self) -> float:
+        """Seconds until the next slot ``reserve`` would hand out (0.0: now); reserves nothing.
+
+        Callers with work ready should reserve only once this is within a short lead:
+        a slot reserved far ahead keeps the interval of the moment it was reserved,
+        while one reserved just in time uses the latest server headers.
+        """
+        now = self._clock()
+        at = max(now, self._blocked_until, self._tat_req - self._tolerance(now, "requests"))
+        if self._evt_interval:
+            at = max(at, self._tat_evt - self._tolerance(now, "events"))
+        return at - now
+
     def blocked_for(self) -> float:
         """Seconds until a 429 block (or an exhausted server budget) ends; 0.0 if none."""
         return max(0.0, self._blocked_until - self._clock())
@@ -126,14 +218,15 @@ class RateBudget:
         wall_now: float,
         *,
         sent_at: float | None = None,
-        kind: Literal["requests", "events"] = "requests",
+        kind: Kind = "requests",
     ) -> None:
         """Sync with ``x-rate-limit-*`` headers of a response.
 
         ``sent_at`` is the monotonic time the observed request was sent: our
-        reservations after it are not yet in the server's ``remaining``. Without it
-        only reservations still in the future are assumed uncounted. ``kind`` says
-        whether the server counts requests (the default) or events.
+        reservations after it (and before the reset) are not yet in the server's
+        ``remaining``. Without it only reservations still in the future are assumed
+        uncounted. ``kind`` says whether the server counts requests (the default) or
+        events.
         """
         del limit  # the interval comes from remaining/reset; nominal caps the rate
         now = self._clock()
@@ -143,20 +236,30 @@ class RateBudget:
         reset_at = now + reset_in
         self._prune(now)
         horizon = now if sent_at is None else sent_at
-        unseen = 0
+        unseen = 0  # ours after the observed one, counted in this window
+        after = 0  # ours after the observed one, whichever window
         for at, events in reversed(self._recent):
             if at <= horizon:
                 break
-            unseen += 1 if kind == "requests" else events
-        left = remaining - unseen
+            units = 1 if kind == "requests" else events
+            after += units
+            if at < reset_at:
+                unseen += units
         counter = self._reserved_requests if kind == "requests" else self._reserved_events
+        share = self._shares[kind]
+        share.add(horizon, counter - after, remaining, reset_epoch)
+        left = remaining - unseen
         self._observed = (max(0, left), counter, reset_at, kind)
         if left < 0:
             # Even slots already handed out would overrun: hold everything to the reset.
             self.block_until(reset_at)
             return
-        if left == 0:
-            # What we reserved fits exactly; new slots start after the reset.
+        # Our part of what is left: our share of the server's remaining, minus our own
+        # slots already handed out (others' queued requests come out of their shares).
+        # Whole requests only: a fraction would round up to one more send each.
+        allotted = min(left, math.floor(remaining * share.pace_share - unseen + 1e-9))
+        if allotted <= 0:
+            # What we reserved is our part; new slots start after the reset.
             # (The tolerance is added so that no burst slot lands before the reset.)
             floor = reset_at + self._tolerance(now, kind)
             if kind == "requests":
@@ -168,11 +271,15 @@ class RateBudget:
         span = reset_at - max(now, tat)
         if span <= 0:
             return
-        sync = (span / left, reset_at)
+        sync = (span / allotted, reset_at)
         if kind == "requests":
             self._sync_req = sync
         else:
             self._sync_evt = sync
+
+    def share(self, kind: Kind = "requests") -> float:
+        """This replica's estimated share of the account's use (1.0 alone), for metrics."""
+        return self._shares[kind].share
 
     def remaining_estimate(self) -> int:
         """For metrics: the server's last ``remaining`` minus what we reserved beyond it.

@@ -284,6 +284,13 @@ class Metrics:
             "Requests left in the current rate window, per account (from pacing and headers).",
             {"account": ACCOUNT},
         )
+        self.rate_budget_share = gauge(
+            "rate_budget_share",
+            "This replica's estimated share of the account's rate budget, from the drops of "
+            "x-rate-limit-remaining beyond its own sends (1 when no other client uses the "
+            "account; about 1/N for N equally busy replicas).",
+            {"account": ACCOUNT},
+        )
         self.requests_in_flight = gauge(
             "requests_in_flight",
             "Requests sent and not yet answered, per account.",

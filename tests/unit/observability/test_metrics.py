@@ -31,6 +31,7 @@ EXPECTED = {
     "xconv_retries": ("counter", {"account", "cause"}),
     "xconv_rate_limited": ("counter", {"account"}),
     "xconv_rate_budget_remaining": ("gauge", {"account"}),
+    "xconv_rate_budget_share": ("gauge", {"account"}),
     "xconv_requests_in_flight": ("gauge", {"account"}),
     "xconv_events_in_flight": ("gauge", set()),
     "xconv_partitions_paused": ("gauge", set()),
@@ -68,6 +69,7 @@ def exercise(m: Metrics) -> None:
     m.retries_total.labels(account="18ce552mlaq", cause="transport").inc()
     m.rate_limited_total.labels(account="18ce552mlaq").inc()
     m.rate_budget_remaining.labels(account="18ce552mlaq").set(99_998)
+    m.rate_budget_share.labels(account="18ce552mlaq").set(0.5)
     m.requests_in_flight.labels(account="18ce552mlaq").set(1)
     m.events_in_flight.set(2)
     m.partitions_paused.set(0)

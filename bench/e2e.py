@@ -244,14 +244,26 @@ PIPELINES: dict[str, list[str] | None] = {
 
 
 def throughput(
-    suite: Suite, pool: Pool, events: int, *, pipeline: str = "xconv"
+    suite: Suite,
+    pool: Pool,
+    events: int,
+    *,
+    pipeline: str = "xconv",
+    sandbox_validation: bool = True,
 ) -> dict[str, float]:
     """Consume ``events`` with the rate limit off; with the ``noop`` pipeline the engine's
-    own cost (everything but the transform) is what the consumer's CPU measures.
+    own cost (everything but the transform) is what the consumer's CPU measures. With
+    ``sandbox_validation`` off the sandbox only counts conversions: the consumer's own
+    ceiling.
 
     The clock runs from the first fetch to the last commit; then ``verify`` checks what
     the sandbox accepted and what Kafka holds as committed (it raises on any loss)."""
-    topic, run = suite.new_run({"accounts": [_demo_sandbox_account({"enabled": False})]})
+    topic, run = suite.new_run(
+        {
+            "accounts": [_demo_sandbox_account({"enabled": False})],
+            "validation": sandbox_validation,
+        }
+    )
     keys, values = pool.tiled(events)
     produce_all(suite.stack.bootstrap, topic, keys, values)
     sandbox_pid = suite.sandbox.popen.pid if suite.sandbox else 0

@@ -1,0 +1,94 @@
+"""The floor under any Python consumer: CPU per event of a bare consume loop.
+
+Not a test. Produces ``--events`` canonical events to a 12-partition topic on a local
+broker, then reads them back with confluent-kafka's plain ``Consumer`` and with
+``AIOConsumer`` (2,000 per call, nothing done with them), and prints the process's CPU
+per event (librdkafka's threads included), alternating the two, ``--rounds`` times.
+
+    python -m bench.consume_floor --events 200000 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.aio import AIOConsumer
+
+from bench import e2e
+from bench.common import RUN_ROOT, produce_all
+from devtools.stack import create_topics
+
+PARTITIONS = 12
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _plain(conf: dict[str, object], topic: str, total: int) -> float:
+    client = Consumer(conf)
+    client.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    seen, first = 0, None
+    while seen < total:
+        batch = client.consume(2000, 1.0)
+        if batch and first is None:
+            first = _cpu()
+        seen += sum(1 for m in batch if m.error() is None and m.value() is not None)
+    used = _cpu() - (first or 0.0)
+    client.close()
+    return used
+
+
+async def _aio(conf: dict[str, object], topic: str, total: int) -> float:
+    client = AIOConsumer(conf, max_workers=4)
+    await client.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    seen, first = 0, None
+    while seen < total:
+        batch = await client.consume(2000, 1.0)
+        if batch and first is None:
+            first = _cpu()
+        seen += sum(1 for m in batch if m.error() is None and m.value() is not None)
+    used = _cpu() - (first or 0.0)
+    await client.close()
+    return used
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, default=RUN_ROOT / "consume-floor")
+    args = parser.parse_args(argv)
+    suite = e2e.Suite(args.workdir)
+    pool = e2e.Pool.make(20_000)
+    try:
+        for _ in range(args.rounds):
+            for mode in ("plain", "aio"):
+                topic = f"floor-{mode}-{time.time_ns()}"
+                create_topics(suite.stack.bootstrap, {topic: PARTITIONS})
+                keys, values = pool.tiled(args.events)
+                produce_all(suite.stack.bootstrap, topic, keys, values)
+                conf: dict[str, object] = {
+                    "bootstrap.servers": suite.stack.bootstrap,
+                    "group.id": topic,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                }
+                if mode == "plain":
+                    used = _plain(conf, topic, args.events)
+                else:
+                    used = asyncio.run(_aio(conf, topic, args.events))
+                print(f"{mode:5s} {used / args.events * 1e6:.2f} µs of CPU per event", flush=True)
+    finally:
+        suite.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -138,6 +138,14 @@ def normalize_ip(raw: str, send_ipv6: bool) -> str | None:
 # --- time ----------------------------------------------------------------------------
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE: Final = datetime(1970, 1, 1)
+# UTC offset text -> milliseconds: every whole-minute offset ``fromisoformat`` accepts.
+_OFFSET_MS: Final = {
+    f"{sign}{hours:02d}:{minutes:02d}": (1 if sign == "+" else -1) * (hours * 60 + minutes) * 60_000
+    for sign in "+-"
+    for hours in range(24)
+    for minutes in range(60)
+}
 
 
 def parse_time_ms(value: object) -> int | ReasonCode:
@@ -154,6 +162,29 @@ def parse_time_ms(value: object) -> int | ReasonCode:
             return _epoch_ms(int(text))
         if len(text) < 10 or len(text) > 40:
             return ReasonCode.INVALID_TIME
+        # Fast path, the shape producers send: ``2026-01-01T01:45:10.654+02:00`` or
+        # ``...Z`` (whole seconds, ms or µs). Only the local part is parsed: an aware
+        # datetime's subtraction costs ~0.4 µs. fromisoformat still checks its digits
+        # and ranges, and the offset is one of the whole-minute ones it accepts.
+        offset: int | None
+        if text[-1] == "Z":
+            local, offset = text[:-1], 0
+        else:
+            local, offset = text[:-6], _OFFSET_MS.get(text[-6:])
+        if (
+            offset is not None
+            and (len(local) == 19 or (len(local) in (23, 26) and local[19] == "."))
+            and local[10] == "T"
+            and local[4] == local[7] == "-"
+            and local[13] == local[16] == ":"
+        ):
+            try:
+                delta = datetime.fromisoformat(local) - _EPOCH_NAIVE
+            except ValueError:
+                return ReasonCode.INVALID_TIME  # the whole text fails on the same field
+            return (
+                delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000 - offset
+            )
         try:
             moment = datetime.fromisoformat(text)
         except ValueError:
@@ -218,7 +249,7 @@ def format_time_ms(epoch_ms: int) -> str:
 _DECIMAL_TEXT: Final = re.compile(r"[0-9]{1,15}(\.[0-9]{1,10})?")
 # [0-9] is ASCII only (unlike \d); one C-level fullmatch beats the str-method checks of
 # is_decimal_text by ~80 ns per amount (four amounts per event in the benchmark mix).
-_decimal_match: Final = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,10})?").fullmatch
+match_decimal: Final = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,10})?").fullmatch
 MAX_AMOUNT: Final = 1e15
 
 
@@ -242,7 +273,7 @@ def amount_number(value: object) -> float | None:
     kind = type(value)
     if kind is str:
         text: str = value.strip()  # type: ignore[attr-defined]
-        return float(text) if _decimal_match(text) is not None else None
+        return float(text) if match_decimal(text) is not None else None
     if kind is float:
         number: float = value  # type: ignore[assignment]
         # NaN and infinities fail the comparison

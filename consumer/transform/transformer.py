@@ -387,6 +387,8 @@ class Transformer:
         if mapping.items is not None and mapping.items != "[]":
             self._items_text = mapping.items[:-2]
             self._items_path = compile_path(self._items_text)
+        step = self._items_path[0] if len(self._items_path) == 1 else None
+        self._items_key: str | None = step if type(step) is str else None
         item = mapping.item
         self._item_id = _Field(item.id)
         self._item_group = _Field(item.group_id)
@@ -609,11 +611,8 @@ class Transformer:
         contents: list[dict[str, Any]] = []
         quantities = 0
         if self._items_text is not None:
-            items = (
-                doc.get(self._items_path[0], MISSING)
-                if len(self._items_path) == 1 and type(self._items_path[0]) is str
-                else lookup(doc, self._items_path)
-            )
+            key = self._items_key
+            items = doc.get(key, MISSING) if key is not None else lookup(doc, self._items_path)
             if items is not MISSING and items is not None:
                 if type(items) is not list or len(items) > MAX_ITEMS:
                     if strict:
@@ -985,8 +984,13 @@ class Transformer:
             # X types content_group_id as an integer: only integer-like values are sent.
             value = get(group_key) if group_key else group_get(element)
             if type(value) is str and value:
-                text = value if value.isdigit() else value.strip()  # strip only when needed
-                if text.isdigit() and text.isascii() and len(text) <= MAX_ID_LENGTH:
+                if value.isascii() and value.isdigit() and len(value) <= MAX_ID_LENGTH:
+                    content["content_group_id"] = value  # the common case: no strip
+                elif (
+                    (text := value.strip()).isdigit()
+                    and text.isascii()
+                    and len(text) <= MAX_ID_LENGTH
+                ):
                     content["content_group_id"] = text
                 elif strict:
                     return self._item_reject(

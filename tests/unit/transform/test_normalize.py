@@ -227,3 +227,42 @@ def test_ipv6_shortcut_equals_the_full_parse(text: str) -> None:
 
     mapped = ipaddress.IPv6Address(text).ipv4_mapped
     assert normalize_ip(text, False) == (None if mapped is None else str(mapped))
+
+
+def _time_by_aware_datetime(text: str) -> int | ReasonCode:
+    """parse_time_ms's general path (``fromisoformat`` of the whole text, an aware
+    subtraction): the reference the ISO fast path must equal."""
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return ReasonCode.INVALID_TIME
+    if moment.utcoffset() is None:
+        return ReasonCode.NAIVE_TIME
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+
+
+_iso_times = st.builds(
+    lambda moment, fraction, offset: moment.isoformat(timespec=fraction) + offset,
+    st.datetimes(),
+    st.sampled_from(["seconds", "milliseconds", "microseconds"]),
+    st.sampled_from(["Z", "+00:00", "-00:00", "+05:30", "-08:00", "+14:00", "-23:59"])
+    | st.from_regex(r"[+-][0-9]{2}:[0-9]{2}", fullmatch=True),
+)
+# The same shape with one character replaced: digits, separators, letters, non-ASCII digits.
+_odd_times = st.builds(
+    lambda text, position, char: (
+        text[: position % len(text)] + char + text[position % len(text) + 1 :]
+    ),
+    _iso_times,
+    st.integers(0, 40),
+    st.sampled_from([*"09T:-+.Z ,tz\u0663", "", "00", "ZZ", "+01:00"]),
+)
+
+
+@given(_iso_times | _odd_times)
+def test_iso_time_fast_path_equals_the_aware_datetime_parse(text: str) -> None:
+    if 10 <= len(text.strip()) <= 40 and not text.strip().isdigit():
+        assert parse_time_ms(text) == _time_by_aware_datetime(text)

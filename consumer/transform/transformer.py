@@ -126,32 +126,37 @@ def _compile_getter(alts: _Alts) -> _Getter:
         if len(parents) == 1:
             # e.g. user.email, user.hashed_email: read the parent once
             return _siblings(parents.pop(), tuple(str(key) for _, key in pairs))
-    if all(path is not None and 1 <= len(path) <= 2 for _, path, _ in alts) and all(
+    if all(path is not None and 1 <= len(path) <= 3 for _, path, _ in alts) and all(
         type(step) is str for _, path, _ in alts for step in path or ()
     ):
-        # e.g. Shopify's email, contact_email, customer.email: one loop, no inner calls
-        return _first_key_of(
-            tuple(
-                (str(path[0]), str(path[1]) if len(path) == 2 else None)
-                for _, path, _ in alts
-                if path
-            )
-        )
+        # e.g. Segment's context.traits.email, traits.email, properties.email: one
+        # loop, no inner calls
+        return _first_key_of(tuple(_three_steps(path) for _, path, _ in alts if path))
     return _first_of(tuple(_alt_getter(path, const) for _, path, const in alts))
 
 
-def _first_key_of(steps: tuple[tuple[str, str | None], ...]) -> _Getter:
-    """The first present value among one- and two-key paths (``key`` or ``outer.inner``)."""
+def _three_steps(path: Path) -> tuple[str, str | None, str | None]:
+    keys = [str(step) for step in path]
+    return keys[0], keys[1] if len(keys) > 1 else None, keys[2] if len(keys) > 2 else None
+
+
+def _first_key_of(steps: tuple[tuple[str, str | None, str | None], ...]) -> _Getter:
+    """The first present value among paths of one to three keys, each step given as
+    (outer, middle or None, inner or None)."""
 
     def first_key(doc: Any) -> Any:
         if type(doc) is not dict:
             return MISSING
-        for outer, inner in steps:
+        for outer, middle, inner in steps:
             value = doc.get(outer)
-            if inner is not None:
+            if middle is not None:
                 if type(value) is not dict:
                     continue
-                value = value.get(inner)
+                value = value.get(middle)
+                if inner is not None:
+                    if type(value) is not dict:
+                        continue
+                    value = value.get(inner)
             if value is not None and value != "":
                 return value
         return MISSING
@@ -185,7 +190,7 @@ def _siblings(parent: str, keys: tuple[str, ...]) -> _Getter:
 
 
 def _alt_getter(path: Path | None, const: Any) -> _Getter:
-    """Specialised readers for the common shapes (one or two keys); null and "" read as
+    """Specialised readers for the common shapes (one to three keys); null and "" read as
     missing so that the next alternative is tried."""
     if path is None:
         return lambda doc: const
@@ -208,6 +213,18 @@ def _alt_getter(path: Path | None, const: Any) -> _Getter:
             return MISSING if value is None or value == "" else value
 
         return two
+    if len(path) == 3 and all(type(step) is str for step in path):
+        first, second, third = str(path[0]), str(path[1]), str(path[2])
+
+        def three(doc: Any) -> Any:
+            node = doc.get(first) if type(doc) is dict else None
+            node = node.get(second) if type(node) is dict else None
+            if type(node) is not dict:
+                return MISSING
+            value = node.get(third)
+            return MISSING if value is None or value == "" else value
+
+        return three
     compiled = path
 
     def deep(doc: Any) -> Any:

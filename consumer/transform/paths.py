@@ -7,6 +7,7 @@ is a short loop of dict/list accesses.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Final
 
 Step = str | int | tuple[str, str]
@@ -79,3 +80,39 @@ def lookup(doc: Any, path: Path) -> Any:
             else:
                 return MISSING
     return node
+
+
+def compile_reader(path: Path) -> Callable[[Any], Any]:
+    """A function equal to ``lambda doc: lookup(doc, path)``, specialised once for the
+    shape of the GA4 preset's paths (a key, a ``[key=value]`` filter, then keys): the
+    generic loop tells each step's kind apart on every call, seven times per GA4 event."""
+    if (
+        len(path) >= 2
+        and type(path[0]) is str
+        and type(path[1]) is tuple
+        and all(type(step) is str for step in path[2:])
+    ):
+        outer = path[0]
+        fkey, want = path[1]
+        rest = tuple(str(step) for step in path[2:])
+
+        def filtered(doc: Any) -> Any:
+            node = doc.get(outer, MISSING) if type(doc) is dict else MISSING
+            if type(node) is not list:
+                return MISSING
+            for element in node:
+                if type(element) is dict and str(element.get(fkey)) == want:
+                    node = element
+                    break
+            else:
+                return MISSING
+            for key in rest:
+                if type(node) is not dict:
+                    return MISSING
+                node = node.get(key, MISSING)
+                if node is MISSING:
+                    return MISSING
+            return node
+
+        return filtered
+    return lambda doc: lookup(doc, path)

@@ -41,7 +41,7 @@ from consumer.transform.normalize import (
     parse_time_ms,
     sum_amounts,
 )
-from consumer.transform.paths import MISSING, Path, compile_path, lookup
+from consumer.transform.paths import MISSING, Path, compile_path, compile_reader, lookup
 from consumer.transform.presets import EVENT_TYPE_ALIASES, effective_mapping
 from consumer.transform.types import (
     Conversion,
@@ -225,10 +225,10 @@ def _alt_getter(path: Path | None, const: Any) -> _Getter:
             return MISSING if value is None or value == "" else value
 
         return three
-    compiled = path
+    read = compile_reader(path)
 
     def deep(doc: Any) -> Any:
-        value = lookup(doc, compiled)
+        value = read(doc)
         return MISSING if value is None or value == "" else value
 
     return deep
@@ -404,6 +404,7 @@ class Transformer:
         if mapping.items is not None and mapping.items != "[]":
             self._items_text = mapping.items[:-2]
             self._items_path = compile_path(self._items_text)
+        self._items_read = compile_reader(self._items_path)
         step = self._items_path[0] if len(self._items_path) == 1 else None
         self._items_key: str | None = step if type(step) is str else None
         item = mapping.item
@@ -629,7 +630,7 @@ class Transformer:
         quantities = 0
         if self._items_text is not None:
             key = self._items_key
-            items = doc.get(key, MISSING) if key is not None else lookup(doc, self._items_path)
+            items = doc.get(key, MISSING) if key is not None else self._items_read(doc)
             if items is not MISSING and items is not None:
                 if type(items) is not list or len(items) > MAX_ITEMS:
                     if strict:

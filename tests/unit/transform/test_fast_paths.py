@@ -18,11 +18,18 @@ from hypothesis import strategies as st
 
 from consumer.transform import Conversion, Route
 from consumer.transform.normalize import _parse_phone, normalize_phone
-from consumer.transform.paths import MISSING, compile_path, lookup
+from consumer.transform.paths import MISSING, compile_path, compile_reader, lookup
 from consumer.transform.transformer import _conversion, _Field
 
-KEYS = ["a", "b", "user", "email"]
-leaves = st.none() | st.just("") | st.text(max_size=3) | st.integers(-2, 2) | st.booleans()
+KEYS = ["a", "b", "user", "email", "name"]
+leaves = (
+    st.none()
+    | st.just("")
+    | st.sampled_from(["purchase", "1", "True", "None"])
+    | st.text(max_size=3)
+    | st.integers(-2, 2)
+    | st.booleans()
+)
 docs = st.recursive(
     leaves,
     lambda children: (
@@ -32,7 +39,16 @@ docs = st.recursive(
     max_leaves=12,
 )
 paths = st.lists(st.sampled_from(KEYS), min_size=1, max_size=3).map(".".join)
-sources = st.lists(paths | st.just("=const"), min_size=1, max_size=4)
+# GA4's shape: a key, a [key=value] filter, then keys (and other mixes of steps)
+steps = st.sampled_from(KEYS) | st.sampled_from(
+    ["[name=purchase]", "[name=1]", "[a=True]", "[b=None]", "[0]", "[1]"]
+)
+filter_paths = st.builds(
+    lambda first, rest: first + "".join(s if s.startswith("[") else f".{s}" for s in rest),
+    st.sampled_from(KEYS),
+    st.lists(steps, max_size=4),
+)
+sources = st.lists(paths | filter_paths | st.just("=const"), min_size=1, max_size=4)
 
 
 def reference(doc: Any, texts: list[str]) -> Any:
@@ -92,3 +108,10 @@ def test_cached_phone_parse_equals_an_uncached_one(raw: str, region: str) -> Non
 
 def test_phone_cache_is_bounded() -> None:
     assert _parse_phone.cache_info().maxsize == 1024
+
+
+@given(doc=docs, text=filter_paths)
+def test_compiled_reader_equals_the_path_lookup(doc: Any, text: str) -> None:
+    path = compile_path(text)
+    got, expected = compile_reader(path)(doc), lookup(doc, path)
+    assert got is expected or (type(got) is type(expected) and got == expected)

@@ -30,6 +30,7 @@ from consumer.transform.config import (
 from consumer.transform.debezium import unwrap_change
 from consumer.transform.detect import AUTO_PRESETS, detect_format
 from consumer.transform.normalize import (
+    MAX_AMOUNT,
     amount_number,
     format_time_ms,
     hash_email,
@@ -1053,7 +1054,9 @@ class Transformer:
 
             value = get(price_key) if price_key else price_get(element)
             if type(value) is str and match_decimal(value) is not None:
-                content["content_price"] = float(value)  # amount_number's common case
+                content["content_price"] = float(value)  # amount_number's common cases
+            elif type(value) is float and 0.0 <= value < MAX_AMOUNT:
+                content["content_price"] = value
             elif value is not None and value is not MISSING and value != "":
                 price = amount_number(value)
                 if price is not None:

@@ -4,11 +4,15 @@ Every result of ``Transformer.transform`` (payload bytes, rejection reason/field
 skip, ``dropped``) and the counters are compared between two source trees, each run in
 its own process so that both can be imported under the same module names:
 
-    python -m bench.transform_diff gen --out /tmp/corpus.pickle [--scale 1.0]
-    PYTHONPATH=/tmp/old python -m bench.transform_diff run /tmp/corpus.pickle /tmp/old.digests
-    PYTHONPATH=.        python -m bench.transform_diff run /tmp/corpus.pickle /tmp/new.digests
-    python -m bench.transform_diff compare /tmp/old.digests /tmp/new.digests
-    PYTHONPATH=... python -m bench.transform_diff show /tmp/corpus.pickle CONFIG INDEX
+    git archive main | tar -x -C /tmp/old       # the tree to compare against
+    PYTHONPATH=.        python bench/transform_diff.py gen --out /tmp/corpus.pickle
+    PYTHONPATH=/tmp/old python bench/transform_diff.py run /tmp/corpus.pickle /tmp/old.dig
+    PYTHONPATH=.        python bench/transform_diff.py run /tmp/corpus.pickle /tmp/new.dig
+    python bench/transform_diff.py compare /tmp/old.dig /tmp/new.dig
+    PYTHONPATH=...      python bench/transform_diff.py show /tmp/corpus.pickle CONFIG INDEX
+
+Run by path, so that ``consumer`` comes from PYTHONPATH (the old tree need not have
+this file). ``gen`` (hypothesis strategies of tests/) takes ~2 min, ``run`` ~2 min.
 
 The corpus: the sample generator's events of every shape (several seeds, its invalid
 and degrading defects, Debezium updates/deletes/tombstones), the same events with a few

@@ -83,10 +83,13 @@ def run_sandbox_ceiling(runs: int, quick: bool) -> dict[str, Any]:
     out = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
     figures: dict[str, Any] = {}
     for mode in ("token", "oauth"):
-        match = re.search(rf"{mode}: median +[\d.]+ req/s \(([\d,]+) conv/s\)", out)
-        if match is None:
-            raise RuntimeError(f"unexpected sandbox_bench output:\n{out}")
-        figures[f"{mode}_conversions_per_s"] = float(match.group(1).replace(",", ""))
+        for validation, suffix in (("on", ""), ("off", "_no_validation")):
+            match = re.search(
+                rf"{mode}, validation {validation}: median +[\d.]+ req/s \(([\d,]+) conv/s\)", out
+            )
+            if match is None:
+                raise RuntimeError(f"unexpected sandbox_bench output:\n{out}")
+            figures[f"{mode}{suffix}_conversions_per_s"] = float(match.group(1).replace(",", ""))
     figures["command"] = " ".join(["python", *argv[1:]])
     return figures
 
@@ -99,6 +102,9 @@ def side_by_side(
     sandbox's ceiling. Every run checks delivery and commits (``e2e.verify`` raises)."""
     # name -> (pipeline, sandbox validation); "ceiling": xconv with the sandbox's
     # validation off, so the sandbox does next to nothing: the consumer's own ceiling.
+    # The short ceilings first: a broken one fails the scenario before the long rounds.
+    transform = run_transform(max(runs, 5), quick)
+    sandbox = run_sandbox_ceiling(runs, quick)
     order = {
         "xconv": ("xconv", True),
         "naive": ("naive", True),
@@ -128,10 +134,8 @@ def side_by_side(
     out["events"] = events
     out["rounds"] = runs
     out["verified_runs"] = runs * len(order)  # throughput() raised otherwise
-    transform = run_transform(max(runs, 5), quick)
     out["transform_us_per_event"] = transform["us_per_event"]
     out["transform_command"] = transform["command"]
-    sandbox = run_sandbox_ceiling(runs, quick)
     out["sandbox_command"] = sandbox.pop("command")
     out.update(sandbox)
     return out
@@ -402,6 +406,12 @@ def _naive_rows(n: dict[str, Any], command: str) -> list[tuple[str, str, str, st
     sandbox = (
         f"**{n['oauth_conversions_per_s']:,.0f}** (OAuth 1.0a) / "
         f"**{n['token_conversions_per_s']:,.0f}** (X-Pixel-Token) conversions/s"
+        + (
+            f"; validation off: {n['oauth_no_validation_conversions_per_s']:,.0f} / "
+            f"{n['token_no_validation_conversions_per_s']:,.0f}"
+            if "oauth_no_validation_conversions_per_s" in n
+            else ""
+        )
         if "oauth_conversions_per_s" in n
         else "not run"
     )

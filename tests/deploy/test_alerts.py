@@ -26,9 +26,9 @@ RULE_TESTS = CHART / "tests" / "alerts" / "xconv-rules.test.yaml"
 DASHBOARD = CHART / "dashboards" / "xconv.json"
 ALERTS_VALUES = CHART / "ci" / "alerts-dashboard-values.yaml"
 
-#: The issue's alerts. Parking (a parking topic) is future work: no xconv_events_parked_total
-#: exists in consumer/observability/metrics.py, so there is no parking-rate rule yet.
+#: The alerts every deployment should have (issue 11, and issue 12's parked events).
 REQUIRED_ALERTS = {
+    "XconvParkedEventsAging",
     "XconvConsumerLagGrowing",
     "XconvNoProgress",
     "XconvAccountBlocked",

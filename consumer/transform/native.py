@@ -21,7 +21,7 @@ from consumer.observability.redact import contains_contact, is_contact_id
 from consumer.transform.config import Preset
 from consumer.transform.normalize import hash_email, hash_phone, normalize_ip
 from consumer.transform.presets import EVENT_TYPE_ALIASES
-from consumer.transform.types import Conversion, Route
+from consumer.transform.types import Conversion, Rejection, Route
 
 if TYPE_CHECKING:
     from consumer.transform.transformer import Transformer, _Field
@@ -77,10 +77,11 @@ def _log_fallback(reason: str) -> None:
         log.warning("transform_engine_fallback", engine="python", reason=reason)
 
 
-def _alts(field: _Field) -> list[tuple[str, Any]]:
+def _alts(field: _Field) -> list[tuple[str, Any, str]]:
+    """(kind, constant or path steps, the path text a rejection names) per alternative."""
     return [
-        ("const", const) if path is None else ("path", list(path))
-        for _text, path, const in field.alts
+        ("const", const, text) if path is None else ("path", list(path), text)
+        for text, path, const in field.alts
     ]
 
 
@@ -166,6 +167,7 @@ def build(t: Transformer, module: ModuleType) -> Any:
         reference,
         t._counts,
         Conversion,
+        Rejection,
         hooks,
         set(ISO_4217),
         dict(EVENT_TYPE_ALIASES),

@@ -31,6 +31,8 @@ pub enum Alt {
 #[derive(Debug, Default)]
 pub struct Field {
     pub alts: Vec<Alt>,
+    /// Each alternative's text, as a rejection names the field.
+    pub texts: Vec<String>,
 }
 
 /// ``str(value) == want`` of the reference's ``[key=value]`` filter; Defer when the
@@ -109,6 +111,21 @@ impl Field {
             }
         }
         Ok(None)
+    }
+
+    /// ``_Field.where``: the text of the alternative that answered, else the first.
+    pub fn where_(&self, doc: &V) -> R<Option<String>> {
+        for (alt, text) in self.alts.iter().zip(&self.texts) {
+            match alt {
+                Alt::Const(_) => return Ok(Some(text.clone())),
+                Alt::Path(p) => {
+                    if lookup(doc, p)?.is_some_and(|v| !v.is_blank()) {
+                        return Ok(Some(text.clone()));
+                    }
+                }
+            }
+        }
+        Ok(self.texts.first().cloned())
     }
 }
 
@@ -375,8 +392,17 @@ struct Content<'a> {
     nonempty: bool,
 }
 
-/// A successful conversion, before it becomes Python objects.
+/// A rejection the reference would answer (reason, field, message).
+pub struct Reject {
+    pub reason: &'static str,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+/// A successful conversion (or, with ``rejection``, a rejection with the identifier
+/// counters it increments), before it becomes Python objects.
 pub struct Out {
+    pub rejection: Option<Reject>,
     pub route: usize,
     pub conversion_id: String,
     pub payload: Vec<u8>,
@@ -415,6 +441,7 @@ impl Core {
     pub fn convert(&self, doc: &V, sh: &mut Shared) -> R<Out> {
         let strict = self.strict;
         let mut out = Out {
+            rejection: None,
             route: 0,
             conversion_id: String::new(),
             payload: Vec::with_capacity(1024),
@@ -424,18 +451,49 @@ impl Core {
             ips: 0,
             user_agents: 0,
         };
-        let order_id = as_id(self.order_id.get(doc)?.ok_or(Defer)?).ok_or(Defer)?;
+        let reject = |mut out: Out, reason, field: Option<String>, message: &str| {
+            out.rejection = Some(Reject { reason, field, message: message.to_owned() });
+            Ok(out)
+        };
+        let Some(value) = self.order_id.get(doc)? else {
+            let field = self.order_id.where_(doc)?;
+            return reject(out, "schema_violation", field, "required order id is missing");
+        };
+        let Some(order_id) = as_id(value) else {
+            let field = self.order_id.where_(doc)?;
+            let message = "order id must be a non-empty string or integer";
+            return reject(out, "schema_violation", field, message);
+        };
 
-        let moment = match self.event_time.get(doc)?.ok_or(Defer)? {
+        let Some(value) = self.event_time.get(doc)? else {
+            let field = self.event_time.where_(doc)?;
+            return reject(out, "schema_violation", field, "required event time is missing");
+        };
+        let moment = match value {
             V::Str(s) => parse_time_text(s),
             V::Int(i) => epoch_ms_int(*i),
             V::Float(f) => parse_time_float(*f),
             _ => None,
-        }
-        .ok_or(Defer)?;
+        };
+        let Some(moment) = moment else {
+            let (reason, message) = match time_rejection(value).ok_or(Defer)? {
+                TimeReject::Invalid => (
+                    "invalid_time",
+                    "not an ISO 8601 time or epoch seconds/milliseconds/microseconds",
+                ),
+                TimeReject::Naive => ("naive_time", "time has no UTC offset"),
+            };
+            let field = self.event_time.where_(doc)?;
+            return reject(out, reason, field, message);
+        };
         let now_ms = sh.hooks.now_ms()?;
-        if moment < now_ms - self.max_age_ms || moment > now_ms + self.max_future_ms {
-            return Err(Defer);
+        if moment < now_ms - self.max_age_ms {
+            let field = self.event_time.where_(doc)?;
+            return reject(out, "time_too_old", field, "event is older than max_age_s");
+        }
+        if moment > now_ms + self.max_future_ms {
+            let field = self.event_time.where_(doc)?;
+            return reject(out, "time_in_future", field, "event is after now + max_future_s");
         }
 
         let event_type: &str = match self.event_type.get(doc)? {
@@ -594,7 +652,15 @@ impl Core {
             }
         }
                 if !(strong || ip_address.is_some() && agent_out.is_some() && self.ip_ua_ok) {
-            return Err(Defer); // no_identifier
+            // every drop so far is an identifier's, named as the reference names them
+            let names: Vec<&str> = out.drops.iter().map(|(name, _)| *name).collect();
+            let detail = if names.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} dropped as unusable)", names.join(", "))
+            };
+            let message = format!("no usable twclid, email or phone{detail}");
+            return reject(out, "no_identifier", None, &message);
         }
 
         // --- currency

@@ -1,9 +1,7 @@
 //! A JSON tree that borrows its strings from the message (no copy unless escaped), with
 //! the look-up semantics of a Python dict built by orjson (the last duplicate key wins).
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
-use std::fmt;
 
 #[derive(Debug)]
 pub enum V<'a> {
@@ -47,98 +45,271 @@ impl<'a> V<'a> {
     }
 }
 
+/// The JSON value of ``raw`` (RFC 8259, as orjson reads it), or None for anything that
+/// is not JSON, or that orjson might read differently (the caller then defers).
 pub fn parse(raw: &[u8]) -> Option<V<'_>> {
-    let mut de = serde_json::Deserializer::from_slice(raw);
-    let value = ValueSeed.deserialize(&mut de).ok()?;
-    de.end().ok()?;
-    Some(value)
+    let text = std::str::from_utf8(raw).ok()?;
+    let mut p = Parser { s: text, b: raw, i: 0, depth: 0 };
+    p.ws();
+    let v = p.value()?;
+    p.ws();
+    (p.i == raw.len()).then_some(v)
 }
 
-struct ValueSeed;
+const MAX_DEPTH: u32 = 128;
 
-impl<'de> DeserializeSeed<'de> for ValueSeed {
-    type Value = V<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<V<'de>, D::Error> {
-        d.deserialize_any(ValueVisitor)
-    }
+struct Parser<'a> {
+    s: &'a str,
+    b: &'a [u8],
+    i: usize,
+    depth: u32,
 }
 
-struct ValueVisitor;
-
-impl<'de> Visitor<'de> for ValueVisitor {
-    type Value = V<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<V<'de>, E> {
-        Ok(V::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<V<'de>, E> {
-        Ok(V::Int(v as i128))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<V<'de>, E> {
-        Ok(V::Int(v as i128))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<V<'de>, E> {
-        Ok(V::Float(v))
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<V<'de>, E> {
-        Ok(V::Str(Cow::Borrowed(v)))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<V<'de>, E> {
-        Ok(V::Str(Cow::Owned(v.to_owned())))
-    }
-    fn visit_string<E>(self, v: String) -> Result<V<'de>, E> {
-        Ok(V::Str(Cow::Owned(v)))
-    }
-    fn visit_unit<E>(self) -> Result<V<'de>, E> {
-        Ok(V::Null)
-    }
-    fn visit_none<E>(self) -> Result<V<'de>, E> {
-        Ok(V::Null)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<V<'de>, A::Error> {
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(4));
-        while let Some(v) = seq.next_element_seed(ValueSeed)? {
-            out.push(v);
+impl<'a> Parser<'a> {
+    #[inline]
+    fn ws(&mut self) {
+        while let Some(&c) = self.b.get(self.i) {
+            if matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+                self.i += 1;
+            } else {
+                break;
+            }
         }
-        Ok(V::Arr(out))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<V<'de>, A::Error> {
-        let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
-        while let Some(k) = map.next_key_seed(KeySeed)? {
-            let v = map.next_value_seed(ValueSeed)?;
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn lit(&mut self, word: &[u8], v: V<'a>) -> Option<V<'a>> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Some(v)
+        } else {
+            None
+        }
+    }
+
+    fn value(&mut self) -> Option<V<'a>> {
+        match self.peek()? {
+            b'{' => self.object(),
+            b'[' => self.array(),
+            b'"' => self.string().map(V::Str),
+            b't' => self.lit(b"true", V::Bool(true)),
+            b'f' => self.lit(b"false", V::Bool(false)),
+            b'n' => self.lit(b"null", V::Null),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn object(&mut self) -> Option<V<'a>> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return None;
+        }
+        self.i += 1;
+        let mut out = Vec::with_capacity(8);
+        self.ws();
+        if self.peek()? == b'}' {
+            self.i += 1;
+            self.depth -= 1;
+            return Some(V::Obj(out));
+        }
+        loop {
+            self.ws();
+            if self.peek()? != b'"' {
+                return None;
+            }
+            let k = self.string()?;
+            self.ws();
+            if self.peek()? != b':' {
+                return None;
+            }
+            self.i += 1;
+            self.ws();
+            let v = self.value()?;
             out.push((k, v));
+            self.ws();
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    self.depth -= 1;
+                    return Some(V::Obj(out));
+                }
+                _ => return None,
+            }
         }
-        Ok(V::Obj(out))
     }
-}
 
-struct KeySeed;
+    fn array(&mut self) -> Option<V<'a>> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return None;
+        }
+        self.i += 1;
+        let mut out = Vec::with_capacity(4);
+        self.ws();
+        if self.peek()? == b']' {
+            self.i += 1;
+            self.depth -= 1;
+            return Some(V::Arr(out));
+        }
+        loop {
+            self.ws();
+            out.push(self.value()?);
+            self.ws();
+            match self.peek()? {
+                b',' => self.i += 1,
+                b']' => {
+                    self.i += 1;
+                    self.depth -= 1;
+                    return Some(V::Arr(out));
+                }
+                _ => return None,
+            }
+        }
+    }
 
-impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = Cow<'de, str>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
-        d.deserialize_str(KeyVisitor)
+    fn string(&mut self) -> Option<Cow<'a, str>> {
+        self.i += 1; // the opening quote
+        let start = self.i;
+        loop {
+            let c = *self.b.get(self.i)?;
+            match c {
+                b'"' => {
+                    let s = &self.s[start..self.i];
+                    self.i += 1;
+                    return Some(Cow::Borrowed(s));
+                }
+                b'\\' => break,
+                0x00..=0x1f => return None,
+                _ => self.i += 1,
+            }
+        }
+        // with escapes: decode into an owned string
+        let mut out = String::with_capacity(self.i - start + 16);
+        out.push_str(&self.s[start..self.i]);
+        loop {
+            let c = *self.b.get(self.i)?;
+            match c {
+                b'"' => {
+                    self.i += 1;
+                    return Some(Cow::Owned(out));
+                }
+                b'\\' => {
+                    let e = *self.b.get(self.i + 1)?;
+                    self.i += 2;
+                    match e {
+                        b'"' => out.push('"'),
+                        b'\\' => out.push('\\'),
+                        b'/' => out.push('/'),
+                        b'b' => out.push('\u{8}'),
+                        b'f' => out.push('\u{c}'),
+                        b'n' => out.push('\n'),
+                        b'r' => out.push('\r'),
+                        b't' => out.push('\t'),
+                        b'u' => {
+                            let hi = self.hex4()?;
+                            let code = if (0xD800..0xDC00).contains(&hi) {
+                                if self.b.get(self.i) != Some(&b'\\')
+                                    || self.b.get(self.i + 1) != Some(&b'u')
+                                {
+                                    return None; // a lone surrogate: orjson refuses it
+                                }
+                                self.i += 2;
+                                let lo = self.hex4()?;
+                                if !(0xDC00..0xE000).contains(&lo) {
+                                    return None;
+                                }
+                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                            } else if (0xDC00..0xE000).contains(&hi) {
+                                return None;
+                            } else {
+                                hi
+                            };
+                            out.push(char::from_u32(code)?);
+                        }
+                        _ => return None,
+                    }
+                }
+                0x00..=0x1f => return None,
+                _ => {
+                    // copy the run up to the next quote or backslash
+                    let run = self.i;
+                    while let Some(&d) = self.b.get(self.i) {
+                        if d == b'"' || d == b'\\' || d < 0x20 {
+                            break;
+                        }
+                        self.i += 1;
+                    }
+                    out.push_str(&self.s[run..self.i]);
+                }
+            }
+        }
     }
-}
 
-struct KeyVisitor;
+    fn hex4(&mut self) -> Option<u32> {
+        let digits = self.b.get(self.i..self.i + 4)?;
+        let mut n = 0u32;
+        for &d in digits {
+            n = n * 16 + (d as char).to_digit(16)?;
+        }
+        self.i += 4;
+        Some(n)
+    }
 
-impl<'de> Visitor<'de> for KeyVisitor {
-    type Value = Cow<'de, str>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string key")
-    }
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
-        Ok(Cow::Borrowed(v))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Cow<'de, str>, E> {
-        Ok(Cow::Owned(v.to_owned()))
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Cow<'de, str>, E> {
-        Ok(Cow::Owned(v))
+    fn number(&mut self) -> Option<V<'a>> {
+        let start = self.i;
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek()? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => {
+                while matches!(self.peek(), Some(b'0'..=b'9')) {
+                    self.i += 1;
+                }
+            }
+            _ => return None,
+        }
+        let mut float = false;
+        if self.peek() == Some(b'.') {
+            float = true;
+            self.i += 1;
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return None;
+            }
+            while matches!(self.peek(), Some(b'0'..=b'9')) {
+                self.i += 1;
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            float = true;
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return None;
+            }
+            while matches!(self.peek(), Some(b'0'..=b'9')) {
+                self.i += 1;
+            }
+        }
+        let text = &self.s[start..self.i];
+        if !float && text.len() <= 20 {
+            // orjson: an integer within i64 or u64 is an int (-0 is 0), else a float
+            if let Ok(n) = text.parse::<i128>() {
+                if n >= i64::MIN as i128 && n <= u64::MAX as i128 {
+                    return Some(V::Int(n));
+                }
+            }
+        }
+        let f: f64 = text.parse().ok()?;
+        f.is_finite().then_some(V::Float(f))
     }
 }
 

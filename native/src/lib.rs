@@ -89,6 +89,7 @@ struct Engine {
     reference: Py<PyAny>,
     counts: Py<PyAny>,
     conversion_type: Py<PyAny>,
+    rejection_type: Py<PyAny>,
     refs: Refs,
     iso4217: HashSet<String>,
     aliases: HashMap<String, String>,
@@ -119,16 +120,18 @@ fn field(spec: &Bound<'_, PyDict>, name: &str) -> PyResult<Field> {
         return Err(PyValueError::new_err(format!("spec has no field {name}")));
     };
     let mut out = Vec::new();
+    let mut texts = Vec::new();
     for alt in alts.try_iter()? {
         let alt = alt?;
-        let (kind, value): (String, Bound<'_, PyAny>) = alt.extract()?;
+        let (kind, value, text): (String, Bound<'_, PyAny>, String) = alt.extract()?;
+        texts.push(text);
         out.push(if kind == "const" {
             Alt::Const(V::Str(value.extract::<String>()?.into()))
         } else {
             Alt::Path(steps(&value)?)
         });
     }
-    Ok(Field { alts: out })
+    Ok(Field { alts: out, texts })
 }
 
 fn get<'py, T: for<'a> FromPyObjectOwned<'py>>(spec: &Bound<'py, PyDict>, name: &str) -> PyResult<T> {
@@ -221,23 +224,8 @@ fn detect(doc: &V) -> Option<usize> {
     found.iter().position(|&f| f)
 }
 
-/// orjson reads ``-0`` as the integer 0, serde_json as the float -0.0: such messages
-/// (rare) go to the reference.
-fn has_negative_zero_int(raw: &[u8]) -> bool {
-    // a number starts after ':', '[', ',' or white space (text inside strings may match
-    // too: the message then merely goes to the reference)
-    memchr::memchr_iter(b'-', raw).any(|i| {
-        raw.get(i + 1) == Some(&b'0')
-            && (i == 0 || matches!(raw[i - 1], b':' | b'[' | b',' | b' ' | b'\t' | b'\n' | b'\r'))
-            && !matches!(raw.get(i + 2), Some(b'.' | b'e' | b'E' | b'0'..=b'9'))
-    })
-}
-
 impl Engine {
     fn run(&mut self, py: Python<'_>, data: &[u8]) -> R<Py<PyAny>> {
-        if has_negative_zero_int(data) {
-            return Err(Defer);
-        }
         let doc = json::parse(data).ok_or(Defer)?;
         if !matches!(doc, V::Obj(_)) {
             return Err(Defer);
@@ -260,16 +248,20 @@ impl Engine {
         self.build(py, out).map_err(|e| { if std::env::var_os("XCONV_NATIVE_DEBUG").is_some() { eprintln!("build: {e}"); } Defer })
     }
 
-    fn build(&self, py: Python<'_>, out: core::Out) -> PyResult<Py<PyAny>> {
-        // object.__new__(Conversion): a plain slots instance (what the reference's
-        // _conversion builds), allocated directly
-        let conversion = unsafe {
-            let ptr = pyo3::ffi::PyType_GenericAlloc(
-                self.conversion_type.as_ptr().cast::<pyo3::ffi::PyTypeObject>(),
-                0,
-            );
-            Bound::from_owned_ptr_or_err(py, ptr)?
-        };
+    fn build(&self, py: Python<'_>, mut out: core::Out) -> PyResult<Py<PyAny>> {
+        if let Some(rejection) = out.rejection.take() {
+            let obj = alloc(py, &self.rejection_type)?;
+            set_slot(&obj, intern!(py, "reason"), PyString::new(py, rejection.reason).as_any())?;
+            let field = match &rejection.field {
+                Some(f) => PyString::new(py, f).into_any(),
+                None => py.None().into_bound(py),
+            };
+            set_slot(&obj, intern!(py, "field"), &field)?;
+            set_slot(&obj, intern!(py, "message"), PyString::new(py, &rejection.message).as_any())?;
+            self.count_identifiers(py, &out)?;
+            return Ok(obj.unbind());
+        }
+        let conversion = alloc(py, &self.conversion_type)?;
         let dropped = if out.drops.is_empty() {
             PyTuple::empty(py)
         } else {
@@ -278,34 +270,15 @@ impl Engine {
                 out.drops.iter().map(|(f, r)| PyTuple::new(py, [*f, *r]).expect("a pair")),
             )?
         };
-        let set = |name: &Bound<'_, PyString>, value: &Bound<'_, PyAny>| -> PyResult<()> {
-            // object.__setattr__: the frozen dataclass's own __setattr__ refuses
-            let rc = unsafe {
-                pyo3::ffi::PyObject_GenericSetAttr(conversion.as_ptr(), name.as_ptr(), value.as_ptr())
-            };
-            if rc < 0 {
-                Err(PyErr::fetch(py))
-            } else {
-                Ok(())
-            }
-        };
-        set(intern!(py, "route"), self.routes[out.route].bind(py))?;
-        set(intern!(py, "conversion_id"), PyString::new(py, &out.conversion_id).as_any())?;
-        set(intern!(py, "payload"), PyBytes::new(py, &out.payload).as_any())?;
-        set(intern!(py, "dropped"), dropped.as_any())?;
+        set_slot(&conversion, intern!(py, "route"), self.routes[out.route].bind(py))?;
+        let cid = PyString::new(py, &out.conversion_id);
+        set_slot(&conversion, intern!(py, "conversion_id"), cid.as_any())?;
+        let payload = PyBytes::new(py, &out.payload);
+        set_slot(&conversion, intern!(py, "payload"), payload.as_any())?;
+        set_slot(&conversion, intern!(py, "dropped"), dropped.as_any())?;
         if !out.drops.is_empty() || out.emails + out.phones + out.ips + out.user_agents > 0 {
+            self.count_identifiers(py, &out)?;
             let counts = self.counts.bind(py);
-            for (name, n) in [
-                ("emails", out.emails),
-                ("phones", out.phones),
-                ("ips", out.ips),
-                ("user_agents", out.user_agents),
-            ] {
-                if n > 0 {
-                    let now: u64 = counts.getattr(name)?.extract()?;
-                    counts.setattr(name, now + n as u64)?;
-                }
-            }
             let fields = counts.getattr(intern!(py, "fields"))?;
             let fields = fields.cast::<PyDict>()?;
             for drop in dropped.iter() {
@@ -317,6 +290,44 @@ impl Engine {
             }
         }
         Ok(conversion.unbind())
+    }
+}
+
+impl Engine {
+    /// The identifier counters (``dropped_emails`` ...), as the reference increments
+    /// them: also for an event it then rejects.
+    fn count_identifiers(&self, py: Python<'_>, out: &core::Out) -> PyResult<()> {
+        let counts = self.counts.bind(py);
+        for (name, n) in [
+            ("emails", out.emails),
+            ("phones", out.phones),
+            ("ips", out.ips),
+            ("user_agents", out.user_agents),
+        ] {
+            if n > 0 {
+                let now: u64 = counts.getattr(name)?.extract()?;
+                counts.setattr(name, now + n as u64)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// ``object.__new__(cls)`` of a slots dataclass (what the reference's ``_conversion`` does).
+fn alloc<'py>(py: Python<'py>, cls: &Py<PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    unsafe {
+        let ptr = pyo3::ffi::PyType_GenericAlloc(cls.as_ptr().cast::<pyo3::ffi::PyTypeObject>(), 0);
+        Bound::from_owned_ptr_or_err(py, ptr)
+    }
+}
+
+/// ``object.__setattr__``: the frozen dataclass's own ``__setattr__`` refuses.
+fn set_slot(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    let rc = unsafe { pyo3::ffi::PyObject_GenericSetAttr(obj.as_ptr(), name.as_ptr(), value.as_ptr()) };
+    if rc < 0 {
+        Err(PyErr::fetch(obj.py()))
+    } else {
+        Ok(())
     }
 }
 
@@ -334,6 +345,7 @@ impl Engine {
         reference: Py<PyAny>,
         counts: Py<PyAny>,
         conversion_type: Py<PyAny>,
+        rejection_type: Py<PyAny>,
         hooks: &Bound<'_, PyDict>,
         iso4217: HashSet<String>,
         aliases: HashMap<String, String>,
@@ -356,6 +368,7 @@ impl Engine {
             reference,
             counts,
             conversion_type,
+            rejection_type,
             refs: Refs {
                 hash_email: hook("hash_email")?,
                 hash_phone: hook("hash_phone")?,

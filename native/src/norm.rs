@@ -368,3 +368,37 @@ fn push_digits(buf: &mut Vec<u8>, n: i64, width: u32) {
         div /= 10;
     }
 }
+
+pub enum TimeReject {
+    Invalid,
+    Naive,
+}
+
+/// Which rejection ``parse_time_ms`` answers for a value the fast paths did not accept,
+/// when that is certain without ``datetime.fromisoformat``'s general parser; else None.
+pub fn time_rejection(value: &crate::json::V) -> Option<TimeReject> {
+    use crate::json::V;
+    match value {
+        V::Str(s) => {
+            if !s.is_ascii() {
+                return None;
+            }
+            let text = py_strip(s);
+            if all_digits(text) && text.len() < 18 {
+                return Some(TimeReject::Invalid); // epoch out of range
+            }
+            if text.len() < 10 || text.len() > 40 || !text.bytes().any(|b| b.is_ascii_digit()) {
+                return Some(TimeReject::Invalid);
+            }
+            // a valid local date and time with no offset at all: a naive datetime
+            let with_zone = format!("{text}Z");
+            if matches!(text.len(), 19 | 23 | 26) && parse_time_text(&with_zone).is_some() {
+                return Some(TimeReject::Naive);
+            }
+            None
+        }
+        V::Int(_) | V::Float(_) | V::Bool(_) | V::Arr(_) | V::Obj(_) | V::Null => {
+            Some(TimeReject::Invalid)
+        }
+    }
+}

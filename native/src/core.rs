@@ -429,6 +429,22 @@ fn defer_if<T>(strict: bool, ok: T) -> R<T> {
     }
 }
 
+impl Out {
+    pub fn rejected(reason: &'static str, field: Option<String>, message: &str) -> Out {
+        Out {
+            rejection: Some(Reject { reason, field, message: message.to_owned() }),
+            route: 0,
+            conversion_id: String::new(),
+            payload: Vec::new(),
+            drops: Vec::new(),
+            emails: 0,
+            phones: 0,
+            ips: 0,
+            user_agents: 0,
+        }
+    }
+}
+
 impl Core {
     fn hashed_id(&self, sh: &mut Shared, text: String) -> R<String> {
         if self.pii && id_suspect(&text) && sh.hooks.is_contact_id(&text)? {

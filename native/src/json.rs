@@ -48,12 +48,26 @@ impl<'a> V<'a> {
 /// The JSON value of ``raw`` (RFC 8259, as orjson reads it), or None for anything that
 /// is not JSON, or that orjson might read differently (the caller then defers).
 pub fn parse(raw: &[u8]) -> Option<V<'_>> {
-    let text = std::str::from_utf8(raw).ok()?;
+    parse_or_truncated(raw).ok()
+}
+
+/// ``Err(true)``: valid UTF-8 that ends inside a JSON value (a truncated message: no JSON
+/// reader accepts it); ``Err(false)``: anything else not read here.
+pub fn parse_or_truncated(raw: &[u8]) -> Result<V<'_>, bool> {
+    let text = std::str::from_utf8(raw).map_err(|_| false)?;
     let mut p = Parser { s: text, b: raw, i: 0, depth: 0 };
     p.ws();
-    let v = p.value()?;
-    p.ws();
-    (p.i == raw.len()).then_some(v)
+    match p.value() {
+        Some(v) => {
+            p.ws();
+            if p.i == raw.len() {
+                Ok(v)
+            } else {
+                Err(false)
+            }
+        }
+        None => Err(p.i >= raw.len() && !raw.is_empty()),
+    }
 }
 
 const MAX_DEPTH: u32 = 128;

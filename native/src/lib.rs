@@ -226,7 +226,14 @@ fn detect(doc: &V) -> Option<usize> {
 
 impl Engine {
     fn run(&mut self, py: Python<'_>, data: &[u8]) -> R<Py<PyAny>> {
-        let doc = json::parse(data).ok_or(Defer)?;
+        let doc = match json::parse_or_truncated(data) {
+            Ok(doc) => doc,
+            Err(true) => {
+                let out = core::Out::rejected("invalid_json", None, "message is not valid UTF-8 JSON");
+                return self.build(py, out).map_err(|_| Defer);
+            }
+            Err(false) => return Err(Defer),
+        };
         if !matches!(doc, V::Obj(_)) {
             return Err(Defer);
         }

@@ -133,6 +133,14 @@ def test_arbitrary_json_and_bytes(doc: Any) -> None:
         "\ufeff{}",
         '{"x":123456789012345678901234567890}',
         '{"x":18446744073709551616}',
+        '{"order_id":"1","event_time":',
+        '{"a":"\\ud83d',
+        '{"a":"\\ud83d\\ude00"}',
+        "[1,2",
+        '{"a":1}}',
+        '{"a":1e400',
+        "[" * 200,
+        "[" * 200 + "]" * 200,
     ],
 )
 def test_json_edge_cases_go_where_the_reference_goes(text: str) -> None:

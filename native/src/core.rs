@@ -3,7 +3,7 @@
 //! and every input whose answer is not proven identical here, is ``Err(Defer)``: the
 //! Python reference then handles the whole event (nothing here has been counted yet).
 
-use crate::json::{write_float, write_plain, write_str, V};
+use crate::json::{write_float, write_plain, write_str, Keep, V};
 use crate::norm::*;
 use std::borrow::Cow;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
@@ -49,6 +49,7 @@ fn py_str_eq(value: Option<&V>, want: &str) -> R<bool> {
             }
             false
         }
+        Some(V::Skipped) => return Err(Defer),
         Some(V::Arr(_)) | Some(V::Obj(_)) => {
             if want.starts_with(['[', '{']) {
                 return Err(Defer);
@@ -62,6 +63,9 @@ fn py_str_eq(value: Option<&V>, want: &str) -> R<bool> {
 pub fn lookup<'a, 'd>(doc: &'a V<'d>, path: &[Step]) -> R<Option<&'a V<'d>>> {
     let mut node = doc;
     for step in path {
+        if matches!(node, V::Skipped) {
+            return Err(Defer);
+        }
         node = match step {
             Step::Key(k) => match node.get(k) {
                 Some(v) => v,
@@ -87,7 +91,76 @@ pub fn lookup<'a, 'd>(doc: &'a V<'d>, path: &[Step]) -> R<Option<&'a V<'d>>> {
             }
         };
     }
+    if matches!(node, V::Skipped) {
+        return Err(Defer);
+    }
     Ok(Some(node))
+}
+
+/// Adds what ``path`` reads to ``keep``; the node its value is read with.
+pub fn keep_path<'k>(keep: &'k mut Keep, path: &[Step]) -> &'k mut Keep {
+    let mut node = keep;
+    for step in path {
+        node = match step {
+            Step::Key(k) => node.keys.entry(k.clone()).or_default(),
+            Step::Index(_) => node,
+            Step::Filter(k, _) => {
+                node.keys.entry(k.clone()).or_default().all = true;
+                node
+            }
+        };
+    }
+    node
+}
+
+impl Core {
+    /// Adds every path this core reads to ``keep``.
+    pub fn keep(&self, keep: &mut Keep) {
+        let fields = [
+            &self.order_id,
+            &self.conversion_id,
+            &self.event_time,
+            &self.event_type,
+            &self.routing_key,
+            &self.email,
+            &self.phone,
+            &self.twclid,
+            &self.twclid_url,
+            &self.ip,
+            &self.user_agent,
+            &self.value,
+            &self.currency,
+            &self.number_items,
+            &self.description,
+        ];
+        for field in fields {
+            for alt in &field.alts {
+                if let Alt::Path(p) = alt {
+                    keep_path(keep, p).all = true;
+                }
+            }
+        }
+        if let Some(items) = &self.items {
+            let node = keep_path(keep, items);
+            if !node.all {
+                let item_fields = [
+                    &self.item_id,
+                    &self.item_group,
+                    &self.item_name,
+                    &self.item_price,
+                    &self.item_category,
+                    &self.item_quantity,
+                ];
+                for field in item_fields {
+                    for alt in &field.alts {
+                        if let Alt::Path(p) = alt {
+                            keep_path(node, p).all = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Field {

@@ -13,6 +13,25 @@ pub enum V<'a> {
     Str(Cow<'a, str>),
     Arr(Vec<V<'a>>),
     Obj(Vec<(Cow<'a, str>, V<'a>)>),
+    /// A value that was checked but not kept (no field reads it; only its presence
+    /// counts): reading into it defers.
+    Skipped,
+}
+
+/// Which parts of a message are kept: the keys some field, filter or shape check reads.
+/// Everything under a node with ``all`` is kept; arrays pass their node to their elements.
+#[derive(Debug, Default, Clone)]
+pub struct Keep {
+    pub all: bool,
+    /// Present only (the value is checked, not kept).
+    pub presence: bool,
+    pub keys: rustc_hash::FxHashMap<String, Keep>,
+}
+
+impl Keep {
+    pub fn everything() -> Keep {
+        Keep { all: true, ..Keep::default() }
+    }
 }
 
 impl<'a> V<'a> {
@@ -48,16 +67,16 @@ impl<'a> V<'a> {
 /// The JSON value of ``raw`` (RFC 8259, as orjson reads it), or None for anything that
 /// is not JSON, or that orjson might read differently (the caller then defers).
 pub fn parse(raw: &[u8]) -> Option<V<'_>> {
-    parse_or_truncated(raw).ok()
+    parse_or_truncated(raw, &Keep::everything()).ok()
 }
 
 /// ``Err(true)``: valid UTF-8 that ends inside a JSON value (a truncated message: no JSON
 /// reader accepts it); ``Err(false)``: anything else not read here.
-pub fn parse_or_truncated(raw: &[u8]) -> Result<V<'_>, bool> {
+pub fn parse_or_truncated<'a>(raw: &'a [u8], keep: &Keep) -> Result<V<'a>, bool> {
     let text = std::str::from_utf8(raw).map_err(|_| false)?;
     let mut p = Parser { s: text, b: raw, i: 0, depth: 0 };
     p.ws();
-    match p.value() {
+    match p.value(keep) {
         Some(v) => {
             p.ws();
             if p.i == raw.len() {
@@ -105,10 +124,10 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn value(&mut self) -> Option<V<'a>> {
+    fn value(&mut self, keep: &Keep) -> Option<V<'a>> {
         match self.peek()? {
-            b'{' => self.object(),
-            b'[' => self.array(),
+            b'{' => self.object(keep),
+            b'[' => self.array(keep),
             b'"' => self.string().map(V::Str),
             b't' => self.lit(b"true", V::Bool(true)),
             b'f' => self.lit(b"false", V::Bool(false)),
@@ -118,7 +137,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn object(&mut self) -> Option<V<'a>> {
+    fn object(&mut self, keep: &Keep) -> Option<V<'a>> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             return None;
@@ -143,8 +162,22 @@ impl<'a> Parser<'a> {
             }
             self.i += 1;
             self.ws();
-            let v = self.value()?;
-            out.push((k, v));
+            if keep.all {
+                let v = self.value(keep)?;
+                out.push((k, v));
+            } else {
+                match keep.keys.get(k.as_ref()) {
+                    Some(child) if child.presence && !child.all && child.keys.is_empty() => {
+                        self.skip()?;
+                        out.push((k, V::Skipped));
+                    }
+                    Some(child) => {
+                        let v = self.value(child)?;
+                        out.push((k, v));
+                    }
+                    None => self.skip()?,
+                }
+            }
             self.ws();
             match self.peek()? {
                 b',' => self.i += 1,
@@ -158,7 +191,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn array(&mut self) -> Option<V<'a>> {
+    fn array(&mut self, keep: &Keep) -> Option<V<'a>> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             return None;
@@ -173,7 +206,7 @@ impl<'a> Parser<'a> {
         }
         loop {
             self.ws();
-            out.push(self.value()?);
+            out.push(self.value(keep)?);
             self.ws();
             match self.peek()? {
                 b',' => self.i += 1,
@@ -184,6 +217,54 @@ impl<'a> Parser<'a> {
                 }
                 _ => return None,
             }
+        }
+    }
+
+    /// A value read as ``value`` reads it (same acceptance), nothing kept.
+    fn skip(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'{' | b'[' => {
+                let close = if self.peek()? == b'{' { b'}' } else { b']' };
+                let object = close == b'}';
+                self.depth += 1;
+                if self.depth > MAX_DEPTH {
+                    return None;
+                }
+                self.i += 1;
+                self.ws();
+                if self.peek()? == close {
+                    self.i += 1;
+                    self.depth -= 1;
+                    return Some(());
+                }
+                loop {
+                    self.ws();
+                    if object {
+                        if self.peek()? != b'"' {
+                            return None;
+                        }
+                        self.string()?;
+                        self.ws();
+                        if self.peek()? != b':' {
+                            return None;
+                        }
+                        self.i += 1;
+                        self.ws();
+                    }
+                    self.skip()?;
+                    self.ws();
+                    match self.peek()? {
+                        b',' => self.i += 1,
+                        c if c == close => {
+                            self.i += 1;
+                            self.depth -= 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            _ => self.value(&Keep::default()).map(|_| ()),
         }
     }
 

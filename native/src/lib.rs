@@ -83,6 +83,8 @@ struct Engine {
     /// One core, or (``auto``) one per detected preset in AUTO_PRESETS order (None: left
     /// to the reference, e.g. Debezium).
     cores: Vec<Option<Core>>,
+    /// What of a message the cores (and ``auto``'s shape checks) read.
+    keep: json::Keep,
     auto: bool,
     routes: Vec<Py<PyAny>>,
     event_ids: Vec<String>,
@@ -226,7 +228,7 @@ fn detect(doc: &V) -> Option<usize> {
 
 impl Engine {
     fn run(&mut self, py: Python<'_>, data: &[u8]) -> R<Py<PyAny>> {
-        let doc = match json::parse_or_truncated(data) {
+        let doc = match json::parse_or_truncated(data, &self.keep) {
             Ok(doc) => doc,
             Err(true) => {
                 let out = core::Out::rejected("invalid_json", None, "message is not valid UTF-8 JSON");
@@ -367,8 +369,32 @@ impl Engine {
                 .map(Bound::unbind)
                 .ok_or_else(|| PyValueError::new_err(format!("hooks has no {name}")))
         };
+        let mut keep = json::Keep::default();
+        for core in parsed.iter().flatten() {
+            core.keep(&mut keep);
+        }
+        if auto {
+            // detect(): presence of these keys, the values of the others
+            for key in [
+                "order_id", "event_time", "user", "event", "line_items", "total_price", "schema",
+                "payload", "source", "op", "after", "before", "__op", "__deleted",
+            ] {
+                keep.keys.entry(key.to_owned()).or_default().presence = true;
+            }
+            for key in ["type", "admin_graphql_api_id", "properties"] {
+                let node = keep.keys.entry(key.to_owned()).or_default();
+                if node.keys.is_empty() {
+                    node.all = true;
+                }
+            }
+            let events = keep.keys.entry("events".to_owned()).or_default();
+            if !events.all {
+                events.keys.entry("name".to_owned()).or_default().all = true;
+            }
+        }
         Ok(Engine {
             cores: parsed,
+            keep,
             auto,
             routes,
             event_ids,

@@ -400,5 +400,6 @@ pub fn time_rejection(value: &crate::json::V) -> Option<TimeReject> {
         V::Int(_) | V::Float(_) | V::Bool(_) | V::Arr(_) | V::Obj(_) | V::Null => {
             Some(TimeReject::Invalid)
         }
+        V::Skipped => None,
     }
 }

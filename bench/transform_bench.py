@@ -30,6 +30,7 @@ from consumer.transform import (
     TransformSettings,
 )
 from consumer.transform.config import Preset
+from consumer.transform.native import load_error
 
 NOW = 1_767_225_600.0  # fixed clock: results do not depend on the day
 
@@ -111,13 +112,15 @@ def main() -> None:
         done = after["native"] - before["native"]
         deferred = after["deferred"] - before["deferred"]
         calls = after["phone_callbacks"] - before["phone_callbacks"]
+        total = done + deferred
         print(
-            f"engine=native: {done / (done + deferred):.2%} of events answered natively "
-            f"(rejections included), {deferred / (done + deferred):.2%} by the reference; "
-            f"phonenumbers callbacks {calls / (done + deferred):.2%} of events"
+            f"engine=native: {done} of {total} events answered natively "
+            f"({done / total:.2%}, rejections included), {deferred} by the reference; "
+            f"phonenumbers callbacks for {calls} events ({calls / total:.2%})"
         )
     elif engines[0] != "python":
-        print("engine=python: the native package is not installed (make venv builds it)")
+        why = load_error() or f"preset {args.preset} runs the reference"
+        print(f"engine=python: {why}")
     for engine, column in zip(engines, per_event, strict=True):
         label = "CPU per event" if engine == engines[0] else f"{engine} reference CPU per event"
         print(

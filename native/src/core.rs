@@ -102,10 +102,10 @@ pub fn keep_path<'k>(keep: &'k mut Keep, path: &[Step]) -> &'k mut Keep {
     let mut node = keep;
     for step in path {
         node = match step {
-            Step::Key(k) => node.keys.entry(k.clone()).or_default(),
+            Step::Key(k) => node.entry(k),
             Step::Index(_) => node,
             Step::Filter(k, _) => {
-                node.keys.entry(k.clone()).or_default().all = true;
+                node.entry(k).all = true;
                 node
             }
         };

@@ -18,6 +18,13 @@ pub enum V<'a> {
     Skipped,
 }
 
+/// Key equality, cheapest test first (most keys differ in length or first byte).
+#[inline]
+pub fn same_key(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && (a.is_empty() || (a[0] == b[0] && a[a.len() - 1] == b[b.len() - 1] && a == b))
+}
+
 /// Which parts of a message are kept: the keys some field, filter or shape check reads.
 /// Everything under a node with ``all`` is kept; arrays pass their node to their elements.
 #[derive(Debug, Default, Clone)]
@@ -25,12 +32,27 @@ pub struct Keep {
     pub all: bool,
     /// Present only (the value is checked, not kept).
     pub presence: bool,
-    pub keys: rustc_hash::FxHashMap<String, Keep>,
+    pub keys: Vec<(String, Keep)>,
 }
 
 impl Keep {
     pub fn everything() -> Keep {
         Keep { all: true, ..Keep::default() }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Keep> {
+        self.keys.iter().find(|(k, _)| same_key(k, key)).map(|(_, v)| v)
+    }
+
+    pub fn entry(&mut self, key: &str) -> &mut Keep {
+        let at = match self.keys.iter().position(|(k, _)| k == key) {
+            Some(at) => at,
+            None => {
+                self.keys.push((key.to_owned(), Keep::default()));
+                self.keys.len() - 1
+            }
+        };
+        &mut self.keys[at].1
     }
 }
 
@@ -38,7 +60,7 @@ impl<'a> V<'a> {
     /// ``dict.get(key)``: the last value under ``key`` (orjson keeps the last duplicate).
     pub fn get(&self, key: &str) -> Option<&V<'a>> {
         match self {
-            V::Obj(pairs) => pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v),
+            V::Obj(pairs) => pairs.iter().rev().find(|(k, _)| same_key(k, key)).map(|(_, v)| v),
             _ => None,
         }
     }
@@ -166,7 +188,7 @@ impl<'a> Parser<'a> {
                 let v = self.value(keep)?;
                 out.push((k, v));
             } else {
-                match keep.keys.get(k.as_ref()) {
+                match keep.get(k.as_ref()) {
                     Some(child) if child.presence && !child.all && child.keys.is_empty() => {
                         self.skip()?;
                         out.push((k, V::Skipped));
@@ -478,8 +500,9 @@ pub fn write_plain(buf: &mut Vec<u8>, s: &str) {
 pub fn write_float(buf: &mut Vec<u8>, f: f64) {
     let mut b = ryu::Buffer::new();
     let text = b.format_finite(f);
-    match text.find('e') {
-        Some(pos) if text.as_bytes().get(pos + 1) != Some(&b'-') => {
+    let bytes = text.as_bytes();
+    match bytes.iter().position(|&b| b == b'e') {
+        Some(pos) if bytes.get(pos + 1) != Some(&b'-') => {
             buf.extend_from_slice(&text.as_bytes()[..=pos]);
             buf.push(b'+');
             buf.extend_from_slice(&text.as_bytes()[pos + 1..]);

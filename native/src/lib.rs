@@ -379,17 +379,17 @@ impl Engine {
                 "order_id", "event_time", "user", "event", "line_items", "total_price", "schema",
                 "payload", "source", "op", "after", "before", "__op", "__deleted",
             ] {
-                keep.keys.entry(key.to_owned()).or_default().presence = true;
+                keep.entry(key).presence = true;
             }
             for key in ["type", "admin_graphql_api_id", "properties"] {
-                let node = keep.keys.entry(key.to_owned()).or_default();
+                let node = keep.entry(key);
                 if node.keys.is_empty() {
                     node.all = true;
                 }
             }
-            let events = keep.keys.entry("events".to_owned()).or_default();
+            let events = keep.entry("events");
             if !events.all {
-                events.keys.entry("name".to_owned()).or_default().all = true;
+                events.entry("name").all = true;
             }
         }
         Ok(Engine {

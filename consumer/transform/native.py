@@ -2,8 +2,9 @@
 
 ``attach(transformer)`` builds an ``xconv_native.Engine`` from a ``Transformer``'s
 compiled mapping and settings, so that ``transformer.transform(raw)`` runs natively and
-hands every event the engine is not sure about (rejections, Debezium, phone numbers
-that need ``phonenumbers``' own parse are called back, ...) to the Python reference,
+hands every event the engine is not sure about (Debezium skips, rare rejections, JSON
+columns, ...; phone numbers that need ``phonenumbers``' own parse are called back) to
+the Python reference,
 which stays the definition of the output. See docs/transform.md, "Native fast path".
 """
 
@@ -126,11 +127,16 @@ def _spec(t: Transformer, route_index: Callable[[Route], int]) -> dict[str, Any]
         "use_event_cid": t._use_event_cid,
         "strict": t._strict,
         "pii": t._pii,
+        "debezium": (
+            (t.settings.debezium.updates, list(t.settings.debezium.decimal_scales.items()))
+            if t.settings.preset is Preset.DEBEZIUM
+            else None
+        ),
     }
 
 
 def build(t: Transformer, module: ModuleType) -> Any:
-    """An ``Engine`` equivalent to ``t`` (Debezium changes stay with the reference)."""
+    """An ``Engine`` equivalent to ``t``."""
     from consumer.transform.transformer import Transformer, _hash_id
 
     routes: list[Route] = []
@@ -145,10 +151,7 @@ def build(t: Transformer, module: ModuleType) -> Any:
 
     auto = t.settings.preset is Preset.AUTO
     parts = [t._by_format[p] for p in t._by_format] if auto else [t]
-    cores = [
-        None if part.settings.preset is Preset.DEBEZIUM else _spec(part, route_index)
-        for part in parts
-    ]
+    cores = [_spec(part, route_index) for part in parts]
     reference = Transformer.transform.__get__(t)
     hooks = {
         "hash_email": hash_email,
@@ -180,7 +183,7 @@ def attach(t: Transformer) -> Any | None:
     from consumer.transform.transformer import Transformer
 
     engine = t.settings.engine
-    if engine == "python" or t.settings.preset is Preset.DEBEZIUM:
+    if engine == "python":
         return None
     if type(t).transform is not Transformer.transform:
         return None  # a subclass with its own transform (e.g. bench/noop_engine.py)

@@ -243,6 +243,8 @@ pub struct Core {
     pub use_event_cid: bool,
     pub strict: bool,
     pub pii: bool,
+    /// ``preset = "debezium"``: the change is unwrapped first.
+    pub debezium: Option<crate::debezium::DebeziumSettings>,
 }
 
 /// What the reference's Python helpers answer, for the inputs not decided natively.

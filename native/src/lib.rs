@@ -4,6 +4,7 @@
 //! (``reference(raw)``) untouched. See docs/transform.md, "Native fast path".
 
 mod core;
+mod debezium;
 mod json;
 mod norm;
 
@@ -191,6 +192,13 @@ fn core_from(spec: &Bound<'_, PyDict>) -> PyResult<Core> {
         use_event_cid: get(spec, "use_event_cid")?,
         strict: get(spec, "strict")?,
         pii: get(spec, "pii")?,
+        debezium: match spec.get_item("debezium")? {
+            Some(d) if !d.is_none() => {
+                let (updates, scales): (bool, Vec<(String, i64)>) = d.extract()?;
+                Some(debezium::DebeziumSettings { updates, decimal_scales: scales })
+            }
+            _ => None,
+        },
     })
 }
 
@@ -241,6 +249,10 @@ impl Engine {
         }
         let index = if self.auto { detect(&doc).ok_or(Defer)? } else { 0 };
         let core = self.cores.get(index).and_then(Option::as_ref).ok_or(Defer)?;
+        let doc = match &core.debezium {
+            Some(settings) => debezium::unwrap_change(doc, settings)?,
+            None => doc,
+        };
         let mut hooks = PyHooks { py, e: &self.refs, phone_calls: 0 };
         let out = {
             let mut shared = Shared {
@@ -372,6 +384,15 @@ impl Engine {
         let mut keep = json::Keep::default();
         for core in parsed.iter().flatten() {
             core.keep(&mut keep);
+            if core.debezium.is_some() {
+                // the envelope, the schema and the flattened row's markers, whole
+                for key in [
+                    "schema", "payload", "before", "after", "source", "op", "ts_ms", "__op",
+                    "__deleted", "__source_ts_ms",
+                ] {
+                    keep.entry(key).all = true;
+                }
+            }
         }
         if auto {
             // detect(): presence of these keys, the values of the others

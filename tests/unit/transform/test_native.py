@@ -49,7 +49,7 @@ def pair(factory: Callable[[], Transformer]) -> tuple[Transformer, Transformer]:
     """(native, reference) transformers of the same settings."""
     _require_native()
     fast = factory()
-    assert fast.native is not None or fast.settings.preset is Preset.DEBEZIUM
+    assert fast.native is not None
     reference = Transformer(
         fast.settings.model_copy(update={"engine": "python"}), fast.routing, now=lambda: NOW
     )

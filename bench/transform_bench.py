@@ -81,6 +81,11 @@ def main() -> None:
         help="both (default): transform.engine auto and the Python reference, runs alternated",
     )
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="native engine: time its JSON read, read + conversion, and the whole call",
+    )
     args = parser.parse_args()
 
     routing = RoutingSettings(
@@ -130,6 +135,27 @@ def main() -> None:
     if len(engines) == 2:
         ratio = statistics.median(per_event[0]) / statistics.median(per_event[1])
         print(f"engine {engines[0]} / reference: {ratio:.3f}")
+    if args.breakdown and native is not None:
+        stage = native._stage
+        valid = [e for e in events if isinstance(first.transform(e), Conversion)]
+
+        def staged(number: int) -> float:
+            start = time.process_time()
+            for raw in valid:
+                stage(raw, number)
+            return (time.process_time() - start) / len(valid)
+
+        parts = {"read": 1, "read+convert": 2}
+        times = {
+            name: statistics.median(staged(n) for _ in range(args.runs))
+            for name, n in parts.items()
+        }
+        whole = statistics.median(one_run(first, valid) for _ in range(args.runs))
+        print(
+            f"native breakdown (valid events): JSON read {times['read'] * 1e6:.2f} us, "
+            f"conversion {(times['read+convert'] - times['read']) * 1e6:.2f} us, "
+            f"result objects and call {(whole - times['read+convert']) * 1e6:.2f} us"
+        )
     if not args.no_profile:
         profiler = cProfile.Profile()
         profiler.enable()

@@ -281,6 +281,10 @@ const PHONE_CHARS: &[u8] = b"0123456789 +-().";
 impl Shared<'_> {
     /// ``text in clean or _is_clean(text)``.
     fn clean(&mut self, text: &str) -> R<bool> {
+        // contains_contact's own first answer: no "@" and no digit (\d) is clean
+        if text.is_ascii() && !text.bytes().any(|b| b == b'@' || b.is_ascii_digit()) {
+            return Ok(true);
+        }
         if self.clean.contains(text) {
             return Ok(true);
         }
@@ -698,14 +702,14 @@ impl Core {
         }
 
         let strong = !idents.is_empty();
-        let mut ip_address: Option<String> = None;
-        let mut agent_out: Option<String> = None;
+        let mut ip_address: Option<Cow<str>> = None;
+        let mut agent_out: Option<&str> = None;
         if let Some(v) = self.ip.get(doc)? {
             match v {
                 V::Str(s) => {
                     let address = match normalize_ip_fast(s) {
-                        Some(a) => a.map(str::to_owned),
-                        None => sh.hooks.normalize_ip(s, self.send_ipv6)?,
+                        Some(a) => a.map(Cow::Borrowed),
+                        None => sh.hooks.normalize_ip(s, self.send_ipv6)?.map(Cow::Owned),
                     };
                     match address {
                         None => {
@@ -732,7 +736,7 @@ impl Core {
                     } else if self.pii && !sh.clean(agent)? {
                         out.drops.push(("user_agent", PII));
                     } else {
-                        agent_out = Some(agent.to_owned());
+                        agent_out = Some(agent);
                     }
                 }
                 _ => {
@@ -855,7 +859,7 @@ impl Core {
         }
         let conversion_id = match conversion_id {
             Some(c) => c,
-            None if self.template == "{order_id}" => order_id.clone(),
+            None if self.template == "{order_id}" => order_id,
             None => {
                 let key = match self.routing_key.get(doc)? {
                     Some(v) => as_id(v).unwrap_or_default(),

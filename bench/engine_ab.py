@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.rounds):
             for name, program in programs.items():
                 e2e.PIPELINES["noop"] = program
-                got = e2e.throughput(suite, pool, args.events, pipeline="noop")
+                got = e2e.throughput(suite, pool, args.events, pipeline="noop", paced=False)
                 figures[name].append(got["cpu_us_per_event"])
                 print(
                     f"round {i + 1} {name}: {got['cpu_us_per_event']:.2f} µs/event, "

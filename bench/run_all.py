@@ -124,7 +124,12 @@ def side_by_side(
         row: dict[str, float] = {}
         for name, (pipeline, validation) in order.items():
             got = e2e.throughput(
-                suite, pool, events, pipeline=pipeline, sandbox_validation=validation
+                suite,
+                pool,
+                events,
+                pipeline=pipeline,
+                sandbox_validation=validation,
+                paced=False,  # the naive baseline has no pacing: nobody waits on a budget
             )
             for key in (
                 "events_per_s",
@@ -216,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                 s, p = need_suite()
                 rows: list[dict[str, float]] = []
                 for i in range(runs):
-                    full = e2e.throughput(s, p, events)
-                    noop = e2e.throughput(s, p, events, pipeline="noop")
+                    full = e2e.throughput(s, p, events, paced=False)
+                    noop = e2e.throughput(s, p, events, pipeline="noop", paced=False)
                     row = {
                         "full_cpu_us_per_event": full["cpu_us_per_event"],
                         "noop_cpu_us_per_event": noop["cpu_us_per_event"],

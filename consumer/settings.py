@@ -90,6 +90,7 @@ class KafkaSettings(_Section):
     topics: list[str] = Field(default_factory=lambda: ["purchases"], min_length=1)
     group_id: str = "xconv"
     dead_letter_topic: str = "purchases.dlq"
+    parking_topic: str = "purchases.parking"
     client_id: str = "xconv"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -141,6 +142,10 @@ class KafkaSettings(_Section):
                 raise ValueError("sasl_username and sasl_password are required with SASL")
         if self.dead_letter_topic in self.topics:
             raise ValueError("dead_letter_topic must not be one of the consumed topics")
+        if self.parking_topic in self.topics or self.parking_topic == self.dead_letter_topic:
+            raise ValueError(
+                "parking_topic must differ from the consumed topics and the dead-letter topic"
+            )
         return self
 
     def client_config(self) -> dict[str, str]:
@@ -233,6 +238,12 @@ class DeliverySettings(_Section):
     retry_base_s: float = Field(default=0.5, gt=0)
     retry_cap_s: float = Field(default=60.0, gt=0)
     on_account_blocked: Literal["hold", "dead_letter"] = "hold"
+    # What becomes of a sick account's events while another account is healthy (see
+    # consumer.delivery.parking): ``hold`` them in place, ``park`` them on the parking
+    # topic, or ``dead_letter`` them (reason ``undeliverable``).
+    stuck_policy: Literal["hold", "park", "dead_letter"] = "park"
+    park_after_s: float = Field(default=60.0, ge=0)
+    parked_max_age_s: float = Field(default=0.0, ge=0)
     # A blocked account (401/403/404) is probed by one request, backing off from
     # probe_initial_s to probe_max_s (with jitter) until the API accepts it.
     probe_initial_s: float = Field(default=15.0, gt=0)

@@ -45,6 +45,9 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     "kafka.group_id": "Consumer group id (offsets are committed for this group).",
     "kafka.dead_letter_topic": "Topic that receives rejected events with reason headers; "
     "must not be one of `topics`.",
+    "kafka.parking_topic": "Topic where a sick account's events wait (stuck policy `park`); "
+    "the service consumes it too, in the same group. Must differ from `topics` and the "
+    "dead-letter topic.",
     "kafka.client_id": "librdkafka `client.id` of the consumer and the producer.",
     "kafka.security_protocol": "librdkafka `security.protocol`.",
     "kafka.sasl_mechanism": "librdkafka `sasl.mechanism`; required with a `SASL_*` protocol.",
@@ -136,6 +139,15 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     "delivery.probe_max_s": "Longest wait between two probes of a blocked account.",
     "delivery.on_account_blocked": "On 401/403/404: `hold` the account's events (offsets "
     "held, probed until accepted) or `dead_letter` them (`account_blocked`).",
+    "delivery.stuck_policy": "A sick account (failing `park_after_s`, crowding the buffer, "
+    "or blocked) next to a healthy one: `hold` its events in place (offsets held), `park` "
+    "them on `kafka.parking_topic` and deliver them from there once it answers again, or "
+    "`dead_letter` them (`undeliverable`). With no healthy account there is nothing to "
+    "isolate: events are held whatever the policy.",
+    "delivery.park_after_s": "How long a batch may fail with retryable errors (5xx, "
+    "timeouts; not 429) before the stuck policy applies to its account, seconds.",
+    "delivery.parked_max_age_s": "A parked event whose first failure is older than this is "
+    "dead-lettered (`parked_too_long`) instead of being parked again; 0: never.",
     # --- observability ------------------------------------------------------------------
     "observability.http_host": "Address the metrics and health listener binds to.",
     "observability.http_port": "Port of `/metrics`, `/healthz` and `/readyz` (0: any free port).",

@@ -1,4 +1,8 @@
-"""``xconv dlq show|replay``: inspect the dead-letter topic and send its events again.
+"""``xconv dlq show|replay``: inspect the dead-letter (or parking) topic, send its events again.
+
+``--topic parking`` works on the parking topic instead: ``show`` prints each parked
+record's account, reason, attempts and times; ``replay`` delivers the parked events now
+(the service itself would at its accounts' next probes), parking again what still fails.
 
 Replay reads the dead-letter topic from a start point (the beginning, or ``--since``)
 up to the end offsets seen when it starts, re-transforms each original event with the
@@ -25,6 +29,7 @@ from consumer.commands.common import add_config_argument, load_or_report
 from consumer.commands.run import leave, leave_if_stuck
 from consumer.delivery.dlq import decode_headers
 from consumer.delivery.engine import Engine, consumer_config
+from consumer.delivery.parking import decode_park
 from consumer.observability.health import HealthState
 from consumer.observability.logging import configure_logging
 from consumer.observability.metrics import Metrics
@@ -33,13 +38,31 @@ from consumer.settings import Settings
 HELP = "Inspect (show) or re-send (replay) the dead-letter topic."
 
 
+TOPICS = ("dead-letter", "parking")
+
+
+def _add_topic_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--topic",
+        choices=TOPICS,
+        default="dead-letter",
+        help="kafka.dead_letter_topic (default) or kafka.parking_topic",
+    )
+
+
+def _topic(settings: Settings, which: str) -> str:
+    return settings.kafka.parking_topic if which == "parking" else settings.kafka.dead_letter_topic
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     show = sub.add_parser("show", help="print each dead-letter record's reason (no event data)")
     add_config_argument(show)
+    _add_topic_argument(show)
     show.add_argument("--limit", type=int, default=0, help="stop after N records (0: all)")
     replay = sub.add_parser("replay", help="re-transform and re-send dead-lettered events")
     add_config_argument(replay)
+    _add_topic_argument(replay)
     replay.add_argument(
         "--since",
         type=datetime.fromisoformat,
@@ -58,16 +81,18 @@ def run(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     configure_logging(settings.observability.log_level, settings.observability.log_format)
+    topic = _topic(settings, args.topic)
     if args.dlq_command == "show":
-        return show(settings, args.limit)
-    code = asyncio.run(replay(settings, args.since, args.group))
+        return show(settings, args.limit, topic)
+    code = asyncio.run(replay(settings, args.since, args.group, topic))
     leave(code)
     return code
 
 
-def _snapshot(settings: Settings, group: str, since: datetime | None) -> dict[tuple[str, int], int]:
-    """End offsets of the dead-letter topic now; with ``since``, pre-commit the start."""
-    topic = settings.kafka.dead_letter_topic
+def _snapshot(
+    settings: Settings, group: str, since: datetime | None, topic: str
+) -> dict[tuple[str, int], int]:
+    """End offsets of ``topic`` now; with ``since``, pre-commit the start."""
     conf = consumer_config(settings, group)
     client = Consumer(conf)
     try:
@@ -94,10 +119,12 @@ def _snapshot(settings: Settings, group: str, since: datetime | None) -> dict[tu
         client.close()
 
 
-async def replay(settings: Settings, since: datetime | None, group: str | None) -> int:
-    dlq_topic = settings.kafka.dead_letter_topic
+async def replay(
+    settings: Settings, since: datetime | None, group: str | None, topic: str | None = None
+) -> int:
+    dlq_topic = topic or settings.kafka.dead_letter_topic
     group_id = group or f"{settings.kafka.group_id}.dlq-replay.{uuid.uuid4().hex[:8]}"
-    ends = await asyncio.to_thread(_snapshot, settings, group_id, since)
+    ends = await asyncio.to_thread(_snapshot, settings, group_id, since, dlq_topic)
     if not any(ends.values()):
         sys.stderr.write(f"xconv: {dlq_topic} is empty, nothing to replay\n")
         return 0
@@ -110,6 +137,7 @@ async def replay(settings: Settings, since: datetime | None, group: str | None) 
         health=HealthState(stale_after_s=settings.observability.liveness_stale_s),
         group_id=group_id,
         stop_at_end_offsets=ends,
+        consume_parking=False,  # the service reads the parking topic in its own group
     )
     started = time.monotonic()
     report = await engine.run()
@@ -118,6 +146,7 @@ async def replay(settings: Settings, since: datetime | None, group: str | None) 
         "replayed": counts["consumed"],
         "accepted": counts["accepted"],
         "dead_lettered_again": counts["dead_lettered"],
+        "parked": counts["parked"],
         "seconds": round(time.monotonic() - started, 2),
         "group": group_id,
     }
@@ -128,8 +157,9 @@ async def replay(settings: Settings, since: datetime | None, group: str | None) 
     return code
 
 
-def show(settings: Settings, limit: int) -> int:
-    topic = settings.kafka.dead_letter_topic
+def show(settings: Settings, limit: int, topic: str | None = None) -> int:
+    topic = topic or settings.kafka.dead_letter_topic
+    parking = topic == settings.kafka.parking_topic
     conf = consumer_config(settings, f"{settings.kafka.group_id}.dlq-show.{uuid.uuid4().hex[:8]}")
     client = Consumer(conf)
     reasons: Counter[str] = Counter()
@@ -148,8 +178,13 @@ def show(settings: Settings, limit: int) -> int:
             msg = client.poll(1.0)
             if msg is None or msg.error():
                 continue
-            view: dict[str, Any] = decode_headers(msg.headers())
-            view["dlq"] = {"partition": msg.partition(), "offset": msg.offset()}
+            view: dict[str, Any] = (
+                decode_park(msg.headers()) if parking else decode_headers(msg.headers())
+            )
+            view["parking" if parking else "dlq"] = {
+                "partition": msg.partition(),
+                "offset": msg.offset(),
+            }
             sys.stdout.write(orjson.dumps(view).decode() + "\n")
             reasons[str(view["reason"])] += 1
             seen += 1

@@ -52,6 +52,9 @@ class Batch:
     created_at: float
     attempts: int = 0
     body_len: int = _EMPTY_BODY_LEN
+    # Since when (monotonic) it has failed with retryable errors, and the last cause.
+    failing_since: float | None = None
+    last_reason: str = ""
 
     def __len__(self) -> int:
         return len(self.payloads)

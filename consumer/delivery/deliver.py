@@ -11,6 +11,12 @@ owner consumes it again). Until then it is retried with bounded waits:
 - 400/413/422: X rejected the batch whole; X's pointers (or bisection) find the bad
   events, those are dead-lettered in one write, the rest is sent again.
 
+A sick account next to a healthy one (``consumer.delivery.parking``): a batch failing
+for ``park_after_s``, or while its account crowds a full buffer, is set aside by the
+stuck policy (parked, or dead-lettered as ``undeliverable``) and the account's gate
+closes; while it is closed, the account's batches are set aside at once, but for the
+one probe. With no healthy account, batches are held whatever the policy.
+
 A 200 whose ``conversions_processed`` is below the number sent is not resent (X
 de-duplicates by ``conversion_id``, and the count does not say which ones it dropped);
 it is logged at warning level with the batch id, X's ``debug_id`` and both counts, and
@@ -20,6 +26,7 @@ the shortfall is counted in ``xconv_events_unprocessed_total``.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, cast
@@ -27,9 +34,17 @@ from typing import Any, Protocol, cast
 import structlog
 
 from consumer.delivery.batcher import Batch
-from consumer.delivery.dlq import DeadLetter, KafkaMessage
-from consumer.delivery.gate import ProbeOutcome, Ticket
+from consumer.delivery.dlq import DeadLetter, KafkaMessage, record_size
+from consumer.delivery.gate import GateMode, ProbeOutcome, Ticket
 from consumer.delivery.lane import AccountLane
+from consumer.delivery.parking import (
+    PARK_HEADROOM_BYTES,
+    Policy,
+    judge_failure,
+    next_note,
+    original_headers,
+    park_letter,
+)
 from consumer.delivery.responses import Accepted
 from consumer.delivery.retry import Backoff
 from consumer.delivery.split import plan_isolation
@@ -42,7 +57,7 @@ from consumer.errors import (
     ServerError,
     TransportError,
 )
-from consumer.observability.metrics import Metrics
+from consumer.observability.metrics import PARKED_TOO_LONG, TOO_LARGE, UNDELIVERABLE, Metrics
 
 log = structlog.get_logger("xconv.engine")
 
@@ -68,6 +83,14 @@ class BatchDelivery:
         abandon: Callable[[Sequence[Chunk]], None],
         dead_letter_when_blocked: bool = False,
         counts: Counter[str] | None = None,
+        policy: Policy = Policy.HOLD,
+        parking: DeadLetterSinkLike | None = None,
+        park_after_s: float = 60.0,
+        parked_max_age_s: float = 0.0,
+        max_record_bytes: int = 1_000_000,
+        crowding: Callable[[str], bool] = lambda _account: False,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._lanes = lanes
         self._sink = sink
@@ -78,6 +101,16 @@ class BatchDelivery:
         self._abandon = abandon
         self._dead_letter_when_blocked = dead_letter_when_blocked
         self.counts: Counter[str] = counts if counts is not None else Counter()
+        if policy is Policy.PARK and parking is None:
+            raise ValueError("the park policy needs a parking sink")
+        self.policy = policy
+        self._parking = parking
+        self._park_after_s = park_after_s
+        self._parked_max_age_s = parked_max_age_s
+        self._max_record_bytes = max_record_bytes
+        self._crowding = crowding
+        self._clock = clock
+        self._wall = wall
 
     async def deliver(self, batch: Batch) -> None:
         """Send ``batch`` until each of its events has an outcome."""
@@ -85,6 +118,10 @@ class BatchDelivery:
         while True:
             if self._is_stale(batch.chunks):
                 self._drop_stale(batch)
+                return
+            why = self.divert(lane)
+            if why is not None:  # the gate is closed and another account is healthy
+                await self._set_aside(lane, batch, why)
                 return
             ticket = await lane.gate.admit()
             if self._is_stale(batch.chunks):  # the wait at a closed gate can be long
@@ -97,7 +134,16 @@ class BatchDelivery:
                 accepted = await lane.send(batch)
             except RetryableError as exc:
                 self._probe_done(lane, ticket, ProbeOutcome.FAILED)
+                if not isinstance(exc, RateLimitedError):  # a 429 is pacing, not sickness
+                    lane.note_failure()
+                    if batch.failing_since is None:
+                        batch.failing_since = self._clock()
+                    batch.last_reason = retry_cause(exc)
+                if await self._stuck(lane, batch):
+                    return
                 await self._retry_later(lane, batch, exc)
+                if await self._stuck(lane, batch):
+                    return
                 continue
             except BatchRejectedError as exc:
                 # The API authenticated the request and judged its content.
@@ -105,6 +151,10 @@ class BatchDelivery:
                 await self._isolate(lane, batch, exc)
                 return
             except AccountBlockedError as exc:
+                lane.note_failure()
+                batch.last_reason = f"{exc.status} {exc.code}"
+                if batch.failing_since is None:
+                    batch.failing_since = self._clock()
                 if await self._blocked(lane, batch, ticket, exc):
                     return
                 continue
@@ -114,6 +164,131 @@ class BatchDelivery:
             self._probe_done(lane, ticket, ProbeOutcome.ACCEPTED)
             self._complete(lane, batch, accepted)
             return
+
+    # -- the stuck policy ------------------------------------------------------------
+
+    def _other_healthy(self, lane: AccountLane) -> bool:
+        return any(other.healthy for other in self._lanes.values() if other is not lane)
+
+    def divert(self, lane: AccountLane, *, arriving: bool = False) -> str | None:
+        """Why the account's events are to be set aside now, or None to send them.
+
+        While the gate is closed (blocked, sick, or probing) and another account is
+        healthy, but never the one event or batch that the gate's probe is due for.
+        Events ``arriving`` from Kafka are set aside too while the account is failing and
+        over its buffer share (its quota).
+        """
+        if self.policy is Policy.HOLD:
+            return None
+        if lane.gate.mode is GateMode.OPEN:
+            if (
+                arriving
+                and lane.failing
+                and self._crowding(lane.account_id)
+                and self._other_healthy(lane)
+            ):
+                return "failing and over its buffer share"
+            return None
+        if lane.gate.state.probe_due() or not self._other_healthy(lane):
+            return None
+        return f"account {lane.gate.mode.value}: {lane.gate.state.reason or 'unknown'}"
+
+    async def _stuck(self, lane: AccountLane, batch: Batch) -> bool:
+        """Set ``batch`` aside when the stuck policy says so; True when it did."""
+        since = batch.failing_since
+        verdict = judge_failure(
+            self.policy,
+            failing_for=None if since is None else self._clock() - since,
+            park_after_s=self._park_after_s,
+            crowding=self._crowding(lane.account_id),
+            other_healthy=self._other_healthy(lane),
+        )
+        if not verdict.set_aside:
+            return False
+        reason = f"{verdict.why}: {batch.last_reason or 'failing'}"
+        if lane.gate.block(reason):
+            log.error(
+                "account_sick",
+                account=lane.account_id,
+                reason=reason,
+                policy=self.policy.value,
+                next_probe_in_s=round(lane.gate.state.seconds_to_probe() or 0.0, 1),
+                action="its events are set aside until a probe is accepted",
+            )
+        await self._set_aside(lane, batch, verdict.why)
+        return True
+
+    async def _set_aside(self, lane: AccountLane, batch: Batch, why: str) -> None:
+        await self.set_aside(
+            lane,
+            batch.sources,
+            batch.chunks,
+            attempts=batch.attempts,
+            failing_since=batch.failing_since,
+            reason=batch.last_reason or (lane.gate.state.reason or why),
+            why=why,
+            batch_id=batch.id,
+        )
+
+    async def set_aside(
+        self,
+        lane: AccountLane,
+        sources: Sequence[Any],
+        chunks: Sequence[Chunk],
+        *,
+        attempts: int,
+        failing_since: float | None,
+        reason: str,
+        why: str,
+        batch_id: str | None = None,
+    ) -> None:
+        """Park the events (policy park) or dead-letter them (``undeliverable``).
+
+        They finish once Kafka acknowledged their records; a parked event past
+        ``parked_max_age_s``, or too large to carry the park headers, is dead-lettered.
+        """
+        aid = lane.account_id
+        if self.policy is Policy.DEAD_LETTER:
+            letter = DeadLetter(UNDELIVERABLE, f"account {aid}: {why}: {reason}", attempts=attempts)
+            pairs = zip(sources, chunks, strict=True)
+            await self.dead_letter([(src, chunk, letter) for src, chunk in pairs])
+            return
+        assert self._parking is not None
+        now = self._wall()
+        since = now if failing_since is None else now - (self._clock() - failing_since)
+        parked: list[tuple[Any, Chunk, DeadLetter]] = []
+        letters: list[tuple[Any, Chunk, DeadLetter]] = []
+        for src, chunk in zip(sources, chunks, strict=True):
+            note = next_note(
+                src, account=aid, attempts=attempts, failing_since=since, reason=reason, now=now
+            )
+            size = record_size(src.key(), src.value(), original_headers(src))
+            if self._parked_max_age_s and now - note.first_failure > self._parked_max_age_s:
+                message = f"parked {note.parks - 1} times since its first failure: {reason}"
+                too_old = DeadLetter(PARKED_TOO_LONG, message, attempts=attempts)
+                letters.append((src, chunk, too_old))
+            elif size + PARK_HEADROOM_BYTES > self._max_record_bytes:
+                message = f"a record of {size} bytes leaves no room for the park headers"
+                letters.append((src, chunk, DeadLetter(TOO_LARGE, message, attempts=attempts)))
+            else:
+                parked.append((src, chunk, park_letter(note)))
+        if letters:
+            await self.dead_letter(letters)
+        if not parked:
+            return
+        await self._parking.write([(cast(KafkaMessage, src), letter) for src, _, letter in parked])
+        self._finish([chunk for _, chunk, _ in parked])
+        self._metrics.events_parked_total.labels(account=aid).inc(len(parked))
+        self.counts["parked"] += len(parked)
+        log.warning(
+            "batch_parked",
+            batch_id=batch_id,
+            account=aid,
+            events=len(parked),
+            why=why,
+            reason=reason,
+            attempts=attempts,
+        )
 
     # -- outcomes --------------------------------------------------------------------
 
@@ -201,7 +376,7 @@ class BatchDelivery:
                 policy="not resent: X de-duplicates by conversion_id",
             )
         self._finish(batch.chunks)
-        lane.signal_progress()
+        lane.note_success()
         self._metrics.events_accepted_total.labels(account=lane.account_id).inc(sent)
         self.counts["accepted"] += sent
         log.debug(

@@ -62,6 +62,8 @@ class DeadLetter:
     attempts: int = 0
     debug_id: str | None = None
     errors: Sequence[Mapping[str, Any]] = ()
+    # Headers added as they are (a parking record's ``xconv.park.*``).
+    extra: tuple[tuple[str, bytes], ...] = ()
 
 
 def build_headers(
@@ -421,6 +423,8 @@ class DeadLetterSink:
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         redact: Callable[[str], str] = lambda s: s,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        headers_for: Callable[[KafkaMessage, DeadLetter, datetime], Headers] = build_headers,
+        rewrite_too_large: bool = True,
     ) -> None:
         self._producer = producer
         self._topic = topic
@@ -432,6 +436,8 @@ class DeadLetterSink:
         self._wall = wall
         self._redact = redact
         self._sleep = sleep
+        self._headers_for = headers_for
+        self._rewrite_too_large = rewrite_too_large
 
     async def write(self, entries: Sequence[tuple[KafkaMessage, DeadLetter]]) -> None:
         """Produce every record at once, then await all acknowledgements.
@@ -457,7 +463,7 @@ class DeadLetterSink:
 
     def _prepare(self, source: KafkaMessage, letter: DeadLetter, now: datetime) -> _Pending:
         letter = redact_letter(letter, self._redact)
-        record = Record(source.key(), source.value(), build_headers(source, letter, now))
+        record = Record(source.key(), source.value(), self._headers_for(source, letter, now))
         pending = _Pending(source, letter, now, record)
         if record.size > self._max_record_bytes:
             self._count(ErrorClass.TOO_LARGE)
@@ -466,6 +472,8 @@ class DeadLetterSink:
 
     def _shrink(self, p: _Pending, cause: str, *, truncate: bool) -> None:
         """Move ``p`` to its next smaller rewrite; none left is a permanent refusal."""
+        if not self._rewrite_too_large:  # a parking record must keep its event whole
+            self._unavailable(cause, f"a record of {p.record.size} bytes cannot be cut")
         if p.shrinking is None:
             p.shrinking = too_large_records(
                 p.source, p.letter, p.now, limit=self._max_record_bytes, truncate=truncate

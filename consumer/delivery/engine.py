@@ -39,8 +39,9 @@ from consumer.delivery.client import XAdsClient, make_session
 from consumer.delivery.concurrency import AdaptiveLimit, InFlightLimiter
 from consumer.delivery.deliver import BatchDelivery, DeadLetterSinkLike
 from consumer.delivery.dlq import DeadLetter, DeadLetterSink, HeaderProducer
-from consumer.delivery.gate import GateState
+from consumer.delivery.gate import GateMode, GateState
 from consumer.delivery.lane import AccountLane, RequestSender
+from consumer.delivery.parking import Policy, parking_headers, read_note, share
 from consumer.delivery.retry import Backoff
 from consumer.delivery.source import TP, ConsumerFactory, ConsumerLike, KafkaSource
 from consumer.delivery.supervisor import Supervisor, TaskFailure
@@ -65,6 +66,12 @@ _REVOKE_POLL_S = 0.05
 CHUNK_EVENTS = 100
 # Above every offset: no end (a replay sets one per partition).
 _NO_END = 2**63
+# A parking partition held back for a sick account is looked at again after at most
+# this long (sooner when the account's gate opens, or at its next probe time).
+MAX_HOLD_S = 30.0
+# After a parked event was let through as the probe candidate, the partition waits this
+# long for the probe's outcome before it is looked at again.
+CANDIDATE_WAIT_S = 5.0
 _UNKNOWN_ACCOUNT = DeadLetter(
     reason="unknown_account", message="routed to an account that has no credentials configured"
 )
@@ -158,6 +165,7 @@ class Engine:
         producer_factory: Callable[[dict[str, Any]], Any] | None = None,
         session_factory: Callable[[], aiohttp.ClientSession] | None = None,
         client_factory: Callable[[AccountSettings], RequestSender] | None = None,
+        consume_parking: bool = True,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -173,6 +181,11 @@ class Engine:
         self._session_factory = session_factory
         self._client_factory = client_factory
         d = settings.delivery
+        self._policy = Policy(d.stuck_policy)
+        # The parking topic is read back by the service itself (a replay does not).
+        self._parking_topic = settings.kafka.parking_topic
+        self._reads_parking = consume_parking and self._policy is Policy.PARK
+        self._buffered: Counter[str] = Counter()  # events per account batching or in flight
         self._tracker = OffsetTracker()
         self._batcher = Batcher(
             max_events=settings.batching.max_events,
@@ -202,6 +215,9 @@ class Engine:
         self._dropped_seen: dict[str, int] = {}
         self._fields_seen: dict[tuple[str, str], int] = {}
         self._skipped_seen: dict[str, int] = {}
+        # Per account: the gate's probe count and when a parked event was let through as
+        # the probe's candidate (one per probe; another after CANDIDATE_WAIT_S).
+        self._candidates: dict[str, tuple[int, float]] = {}
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -248,6 +264,18 @@ class Engine:
             unknown_topic_grace_s=s.kafka.unknown_topic_grace_s,
             redact=redact_text,
         )
+        max_record_bytes = int(pconf.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES))
+        parking: DeadLetterSinkLike = DeadLetterSink(
+            self._producer,
+            s.kafka.parking_topic,
+            backoff=Backoff(base_s=0.2, cap_s=30.0, rng=self._rng),
+            metrics=self.metrics,
+            max_record_bytes=max_record_bytes,
+            unknown_topic_grace_s=s.kafka.unknown_topic_grace_s,
+            redact=redact_text,
+            headers_for=parking_headers,
+            rewrite_too_large=False,
+        )
         self._delivery = BatchDelivery(
             lanes=self._lanes,
             sink=sink,
@@ -258,11 +286,22 @@ class Engine:
             abandon=self._abandon,
             dead_letter_when_blocked=s.delivery.on_account_blocked == "dead_letter",
             counts=self.counts,
+            policy=self._policy,
+            parking=parking,
+            park_after_s=s.delivery.park_after_s,
+            parked_max_age_s=s.delivery.parked_max_age_s,
+            max_record_bytes=max_record_bytes,
+            crowding=self._crowding,
+            clock=self._clock,
+            wall=self._wall,
         )
+        topics = list(s.kafka.topics)
+        if self._reads_parking and self._parking_topic not in topics:
+            topics.append(self._parking_topic)
         self._source = KafkaSource(
             self._consumer_factory,
             consumer_config(s, self._group_id),
-            s.kafka.topics,
+            topics,
             self,
             metrics=self.metrics,
             call_timeout_s=s.kafka.call_timeout_s,
@@ -393,6 +432,7 @@ class Engine:
                 # checks and lag queries run here, between fetches, never beside one.
                 await self._periodic(interval)
                 next_commit = self._clock() + interval
+            await self._release_holds()
             if await self._apply_backpressure():
                 # Full, not paused yet: no fetch (a pause would drop what librdkafka has
                 # prefetched); a finishing batch makes room within its round trip.
@@ -432,6 +472,8 @@ class Engine:
         topic: str | None = None
         partition = -1
         floor = stop = first = last = size = 0
+        parked_run = False
+        tp: TP = ("", -1)
         for msg in messages:
             if msg.error() is not None:
                 self._fetch_error(msg)
@@ -441,6 +483,7 @@ class Engine:
                     sealed.append((chunk, first, last, size))
                 topic, partition, size = msg.topic(), msg.partition(), 0
                 tp = (topic or "", partition)
+                parked_run = topic == self._parking_topic
                 chunk = tracker.open_chunk(tp)  # None: revoked since the fetch
                 taken = tracker.taken_up_to(tp)
                 floor = -1 if taken is None else taken
@@ -450,6 +493,8 @@ class Engine:
             offset = msg.offset()
             if offset <= floor or offset >= stop:
                 continue  # taken already (re-fetch after pause/seek), or past a replay's end
+            if parked_run and not self._admit_parked(msg, tp):
+                continue  # its partition waits for the account (read again later)
             if size == CHUNK_EVENTS:  # bounds commit granularity and redelivery after a crash
                 sealed.append((chunk, first, last, size))
                 chunk, size = tracker.next_chunk(chunk), 0
@@ -491,19 +536,103 @@ class Engine:
         letters: list[tuple[Any, Chunk, DeadLetter]],
     ) -> None:
         """One fetch's events, booked: to batches, to the dead-letter topic, or done."""
+        delivery = self._delivery  # None only in unit tests that call _ingest alone
         for key, (payloads, sources, chunks) in runs.items():
-            if key[0] not in self._lanes:
+            lane = self._lanes.get(key[0])
+            if lane is None:
                 pairs = zip(sources, chunks, strict=True)
                 letters.extend((src, chunk, _UNKNOWN_ACCOUNT) for src, chunk in pairs)
                 continue
+            why = None if delivery is None else delivery.divert(lane, arriving=True)
+            if why is not None:
+                assert delivery is not None
+                self._supervisor.spawn(
+                    delivery.set_aside(
+                        lane,
+                        sources,
+                        chunks,
+                        attempts=0,
+                        failing_since=None,
+                        reason=lane.gate.state.reason or why,
+                        why=why,
+                    ),
+                    "park",
+                )
+                continue
+            self._buffered[key[0]] += len(payloads)
             for full in self._batcher.extend(key, payloads, sources, chunks):
                 self._dispatch(full)
         self._tracker.finish_all(skips)  # committed, never sent nor dead-lettered
         if letters:
-            assert self._delivery is not None
-            self._supervisor.spawn(self._delivery.dead_letter(letters), "dead_letter")
+            assert delivery is not None
+            self._supervisor.spawn(delivery.dead_letter(letters), "dead_letter")
             for reason, n in Counter(letter.reason for _, _, letter in letters).items():
                 self.metrics.events_rejected_total.labels(reason=reason).inc(n)
+
+    def _admit_parked(self, msg: Any, tp: TP) -> bool:
+        """Take a parked event now, or hold its partition back (from this offset).
+
+        Taken when its account's gate is open (or the account is unknown here: the
+        normal path dead-letters it); when the gate's probe is due, one event is taken
+        as the probe's candidate and the partition waits behind it for the outcome.
+        Otherwise the partition waits until the account's next probe time.
+        """
+        assert self._source is not None
+        source = self._source
+        if tp in source.holds:
+            return False
+        now_wall = self._wall()
+        note = read_note(msg, now_wall)
+        lane = self._lanes.get(note.account) if note is not None else None
+        if note is None or lane is None or lane.gate.mode is GateMode.OPEN:
+            return True
+        now, gate = self._clock(), lane.gate.state
+        offset, account, first = msg.offset(), note.account, note.first_failure
+        if gate.mode is GateMode.BLOCKED and gate.probe_due():
+            taken = self._candidates.get(account)
+            if taken is None or taken[0] != gate.probes or now - taken[1] > CANDIDATE_WAIT_S:
+                self._candidates[account] = (gate.probes, now)
+                source.hold(tp, offset + 1, now + CANDIDATE_WAIT_S, account, first)
+                return True
+        until = gate.next_probe_at if gate.next_probe_at is not None else now + 1.0
+        source.hold(tp, offset, min(until, now + MAX_HOLD_S), account, first)
+        return False
+
+    async def _release_holds(self) -> None:
+        """Parking partitions whose wait is over, or whose account's gate opened."""
+        assert self._source is not None
+        source = self._source
+        if not source.holds:
+            return
+        now = self._clock()
+        done = [
+            tp
+            for tp, hold in source.holds.items()
+            if hold.applied
+            and (
+                now >= hold.until
+                or (lane := self._lanes.get(hold.account)) is None
+                or lane.gate.mode is GateMode.OPEN
+            )
+        ]
+        await source.apply_holds()
+        if done:
+            await source.release(done)
+
+    def _crowding(self, account: str) -> bool:
+        """A full buffer, or the account holding more than its share of it."""
+        if self._backpressure.full(self._tracker.held):
+            return True
+        holding = sum(1 for n in self._buffered.values() if n > 0)
+        return self._buffered[account] > share(self.settings.delivery.max_buffered_events, holding)
+
+    def _wake_failing(self) -> None:
+        """The buffer just filled: failing accounts' retries look at the stuck policy now."""
+        if self._policy is Policy.HOLD:
+            return
+        for lane in self._lanes.values():
+            if lane.failing and any(o.healthy for o in self._lanes.values() if o is not lane):
+                lane.signal_progress()
 
     @staticmethod
     def _fetch_error(msg: Any) -> None:
@@ -520,6 +649,7 @@ class Engine:
             self._full_since = None
         elif self._full_since is None:
             self._full_since = self._clock()
+            self._wake_failing()
         full_for = None if self._full_since is None else self._clock() - self._full_since
         want = self._backpressure.should_pause(held, paused, full_for)
         if want != paused:
@@ -607,6 +737,17 @@ class Engine:
         await self._commit()
         await self._observe_broker(interval)
         self._publish_dropped_identifiers()
+        self._publish_accounts()
+
+    def _publish_accounts(self) -> None:
+        for account in self._lanes:
+            self.metrics.account_buffered_events.labels(account=account).set(
+                self._buffered[account]
+            )
+        holds = self._source.holds.values() if self._source is not None else ()
+        now = self._wall()
+        oldest = max((now - hold.first_failure for hold in holds), default=0.0)
+        self.metrics.parking_oldest_age_seconds.set(max(0.0, oldest))
 
     async def _commit(self, only: set[TP] | None = None) -> None:
         """Ask for the contiguous watermark of owned partitions (``only`` if given)."""
@@ -665,9 +806,15 @@ class Engine:
     # -- delivering ------------------------------------------------------------------
 
     def _dispatch(self, batch: Batch) -> None:
-        assert self._delivery is not None
         self.metrics.batch_size_events.observe(len(batch))
-        self._supervisor.spawn(self._delivery.deliver(batch), "deliver", batch.id)
+        self._supervisor.spawn(self._deliver(batch), "deliver", batch.id)
+
+    async def _deliver(self, batch: Batch) -> None:
+        assert self._delivery is not None
+        try:
+            await self._delivery.deliver(batch)
+        finally:
+            self._buffered[batch.key[0]] -= len(batch)
 
     def _finish(self, chunks: Sequence[Chunk]) -> None:
         self._tracker.finish_all(chunks)

@@ -89,14 +89,41 @@ class AccountLane:
         # Replaced on every accepted request: retries sleeping in backoff wake up as
         # soon as the API answers again, so a backlog drains at once after an outage.
         self._progress = asyncio.Event()
+        # Last accepted request and last failure (monotonic): is the account healthy?
+        self.last_success_at: float | None = None
+        self.last_failure_at: float | None = None
         metrics.account_blocked.labels(account=self.account_id).set(0)
         metrics.rate_budget_share.labels(account=self.account_id).set(1.0)
 
     # -- waiting ---------------------------------------------------------------------
 
     def signal_progress(self) -> None:
+        """Wake every retry sleeping in ``backoff`` (it looks at its batch again)."""
         self._progress.set()
         self._progress = asyncio.Event()
+
+    def note_success(self) -> None:
+        self.last_success_at = self._clock()
+        self.signal_progress()
+
+    def note_failure(self) -> None:
+        self.last_failure_at = self._clock()
+
+    @property
+    def healthy(self) -> bool:
+        """Open, and its last outcome was an accepted request (so it has work that flows)."""
+        if self.gate.mode is not GateMode.OPEN or self.last_success_at is None:
+            return False
+        return self.last_failure_at is None or self.last_success_at >= self.last_failure_at
+
+    @property
+    def failing(self) -> bool:
+        """Closed, or its last outcome was a failure."""
+        if self.gate.mode is not GateMode.OPEN:
+            return True
+        if self.last_failure_at is None:
+            return False
+        return self.last_success_at is None or self.last_failure_at > self.last_success_at
 
     async def backoff(self, delay: float) -> None:
         """Sleep ``delay`` seconds, or less if another request of the account succeeds."""

@@ -14,6 +14,11 @@ the engine's state machines run against an in-memory fake in unit tests):
 - The paused state is one flag, applied to the library's own ``assignment()``; after
   every rebalance the partitions just assigned get that state too (a pause does not
   survive a partition moving, and a stale one may survive a revoke and re-assign).
+- A *hold* pauses one partition and seeks it back to an offset until the engine
+  releases it (a parking partition whose head waits for its account). Holds are kept
+  here, with the pause flag: resuming after back-pressure leaves held partitions paused,
+  and a revoke drops their holds. A message skipped because of a hold is never taken,
+  so the watermark cannot pass it; a failed seek raises (the engine stops loudly).
 - ``last_contact`` is when the broker last answered anything (a fetch with messages, a
   commit, a metadata request); readiness fails when it gets too old.
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import structlog
@@ -48,6 +54,7 @@ class ConsumerLike(Protocol):
     async def consume(self, *args: Any, **kwargs: Any) -> list[Any]: ...
     async def commit(self, *args: Any, **kwargs: Any) -> Any: ...
     async def pause(self, partitions: list[TopicPartition]) -> Any: ...
+    async def seek(self, partition: TopicPartition) -> Any: ...
     async def resume(self, partitions: list[TopicPartition]) -> Any: ...
     async def assignment(self) -> list[TopicPartition]: ...
     async def list_topics(self, *args: Any, **kwargs: Any) -> Any: ...
@@ -66,6 +73,17 @@ class SourceListener(Protocol):
 
 
 ConsumerFactory = Callable[[dict[str, Any]], ConsumerLike]
+
+
+@dataclass(slots=True)
+class Hold:
+    """A partition paused at ``offset`` until ``until`` (monotonic), for ``account``."""
+
+    offset: int
+    until: float
+    account: str
+    first_failure: float  # epoch seconds, of the event at ``offset``
+    applied: bool = False
 
 
 def tps_of(partitions: Sequence[TopicPartition]) -> list[TP]:
@@ -101,6 +119,7 @@ class KafkaSource:
         self._newly_assigned: list[TP] = []
         self._rebalanced = False
         self.paused = False
+        self.holds: dict[TP, Hold] = {}
         self.last_contact = clock()
         self.close_timed_out = False
 
@@ -158,7 +177,9 @@ class KafkaSource:
             if paused:
                 await self._bounded(consumer.pause(parts), "pause")
             else:
-                await self._bounded(consumer.resume(parts), "resume")
+                free = [p for p in parts if (p.topic, p.partition) not in self.holds]
+                if free:
+                    await self._bounded(consumer.resume(free), "resume")
         self.paused = paused
         self._metrics.partitions_paused.set(len(parts) if paused else 0)
         log.info(
@@ -166,6 +187,37 @@ class KafkaSource:
             count=len(parts),
         )
         return len(parts)
+
+    def hold(self, tp: TP, offset: int, until: float, account: str, first_failure: float) -> None:
+        """Hold ``tp`` back from ``offset``: applied (pause, seek) by ``apply_holds``."""
+        self.holds[tp] = Hold(offset, until, account, first_failure)
+
+    async def apply_holds(self) -> None:
+        """Pause and seek back every hold not applied yet; a failed seek raises."""
+        pending = [(tp, h) for tp, h in self.holds.items() if not h.applied]
+        if not pending:
+            return
+        consumer = self._require()
+        await self._bounded(
+            consumer.pause([TopicPartition(t, p) for (t, p), _ in pending]), "pause"
+        )
+        for (t, p), hold in pending:
+            await self._bounded(consumer.seek(TopicPartition(t, p, hold.offset)), "seek")
+            hold.applied = True
+            log.info(
+                "partition_held",
+                partition=f"{t}[{p}]",
+                offset=hold.offset,
+                account=hold.account,
+                for_s=round(max(0.0, hold.until - self._clock()), 1),
+            )
+
+    async def release(self, tps: Sequence[TP]) -> None:
+        """End these holds; the partitions resume unless back-pressure pauses them all."""
+        released = [tp for tp in tps if self.holds.pop(tp, None) is not None]
+        if released and not self.paused:
+            parts = [TopicPartition(t, p) for t, p in released]
+            await self._bounded(self._require().resume(parts), "resume")
 
     async def _sync_after_rebalance(self) -> None:
         """Give partitions just assigned the paused state; recount what is paused."""
@@ -261,12 +313,16 @@ class KafkaSource:
     async def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         tps = tps_of(partitions)
         self._rebalanced = True
+        for tp in tps:
+            self.holds.pop(tp, None)
         await self._listener.on_revoking(tps)
         log.info("partitions_revoked", partitions=[f"{t}[{p}]" for t, p in tps])
 
     async def _on_lost(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         tps = tps_of(partitions)
         self._rebalanced = True
+        for tp in tps:
+            self.holds.pop(tp, None)
         self._listener.on_lost(tps)
         log.warning("partitions_lost", partitions=[f"{t}[{p}]" for t, p in tps])
 

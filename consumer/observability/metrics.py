@@ -71,7 +71,16 @@ UNKNOWN_ACCOUNT: Final = "unknown_account"  # routed to an account missing from 
 API_REJECTED: Final = "api_rejected"  # X's 400 named the event (or bisection isolated it)
 ACCOUNT_BLOCKED: Final = "account_blocked"  # 401/403/404 with on_account_blocked=dead_letter
 TOO_LARGE: Final = "too_large"  # X answered 413 for the event alone, or the record was too big
-DELIVERY_REASONS: Final = (UNKNOWN_ACCOUNT, API_REJECTED, ACCOUNT_BLOCKED, TOO_LARGE)
+UNDELIVERABLE: Final = "undeliverable"  # a sick account's event, stuck_policy=dead_letter
+PARKED_TOO_LONG: Final = "parked_too_long"  # parked past delivery.parked_max_age_s
+DELIVERY_REASONS: Final = (
+    UNKNOWN_ACCOUNT,
+    API_REJECTED,
+    ACCOUNT_BLOCKED,
+    TOO_LARGE,
+    UNDELIVERABLE,
+    PARKED_TOO_LONG,
+)
 #: ``dropped_identifiers_total{kind}``: the identifiers the transform drops when invalid.
 IDENTIFIER_KINDS: Final = ("email", "phone", "ip", "user_agent")
 #: ``retries_total{cause}``: ``http_<status>`` for 5xx answers, e.g. ``http_503``.
@@ -237,6 +246,22 @@ class Metrics:
             "events_dead_lettered_total",
             "Messages written to the dead-letter topic, per reason code.",
             {"reason": DEAD_LETTER_REASON},
+        )
+        self.events_parked_total = counter(
+            "events_parked_total",
+            "Events written to the parking topic (a sick account's, delivered later), per account.",
+            {"account": ACCOUNT},
+        )
+        self.parking_oldest_age_seconds = gauge(
+            "parking_oldest_age_seconds",
+            "Age since its first failure of the oldest parked event held back at the head "
+            "of a parking partition this member owns; 0 when none is held back.",
+        )
+        self.account_buffered_events = gauge(
+            "account_buffered_events",
+            "Events of an account in memory (batching or in flight); its quota is an equal "
+            "share of max_buffered_events among the accounts holding events.",
+            {"account": ACCOUNT},
         )
         self.requests_total = counter(
             "requests_total",

@@ -52,6 +52,9 @@ EXPECTED = {
     "xconv_commits": ("counter", {"outcome"}),
     "xconv_task_failures": ("counter", {"task"}),
     "xconv_drain_timeouts": ("counter", set()),
+    "xconv_events_parked": ("counter", {"account"}),
+    "xconv_parking_oldest_age_seconds": ("gauge", set()),
+    "xconv_account_buffered_events": ("gauge", {"account"}),
 }
 
 
@@ -90,6 +93,9 @@ def exercise(m: Metrics) -> None:
     m.commits_total.labels(outcome="ok").inc()
     m.task_failures_total.labels(task="deliver").inc()
     m.drain_timeouts_total.inc()
+    m.events_parked_total.labels(account="18ce552mlaq").inc(3)
+    m.parking_oldest_age_seconds.set(12.5)
+    m.account_buffered_events.labels(account="18ce552mlaq").set(40)
 
 
 def test_every_documented_metric_is_exposed_with_its_type_and_labels() -> None:

@@ -23,6 +23,7 @@ import threading
 import time
 import tomllib
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -205,7 +206,7 @@ def two_account_config(
     parking: str,
     *,
     policy: str = "park",
-    healthy_budget: tuple[int, float] | None = None,
+    healthy_requests_per_s: int | None = None,
     name: str = "engine",
     kafka: Mapping[str, Any] | None = None,
     delivery: Mapping[str, Any] | None = None,
@@ -213,7 +214,7 @@ def two_account_config(
 ) -> Path:
     """Shop "sick" -> the demo account, shop "healthy" -> HEALTHY; one parking topic.
 
-    ``healthy_budget`` = (requests, window_s) paces the healthy account (client side).
+    ``healthy_requests_per_s`` paces the healthy account (client side, a 1 s window).
     """
     path = env.config(
         sandbox,
@@ -240,8 +241,9 @@ def two_account_config(
         "access_token": HEALTHY["access_token"],
         "access_token_secret": HEALTHY["access_token_secret"],
     }
-    if healthy_budget is not None:
-        healthy["requests_per_window"], healthy["window_s"] = healthy_budget
+    if healthy_requests_per_s is not None:
+        healthy["requests_per_window"] = healthy_requests_per_s
+        healthy["window_s"] = 1.0
     data["accounts"].append(healthy)
     data["routing"] = {
         "routes": {
@@ -361,9 +363,7 @@ def parking_topic(env: EngineEnv, create_topic: CreateTopic) -> str:
     return create_topic(3, name=f"{env.topic}.parking")
 
 
-def check_parked_record(
-    record: ParkedRecord, mixed: Mixed, source_topic: str, reason_prefix: str
-) -> list[str]:
+def check_parked_record(record: ParkedRecord, mixed: Mixed, source_topic: str) -> list[str]:
     """Problems with one parking record of the sick account (empty when it is right)."""
     problems: list[str] = []
     where = f"parking p{record.partition}@{record.offset}"
@@ -386,9 +386,8 @@ def check_parked_record(
         problems.append(f"{where}: original header {TRACE_HEADER} not kept as it was")
     if record.header("xconv.park.account") != SICK:
         problems.append(f"{where}: account {record.header('xconv.park.account')}")
-    reason = record.header("xconv.park.reason") or ""
-    if not reason.startswith(reason_prefix):
-        problems.append(f"{where}: reason {reason!r}, expected {reason_prefix!r}...")
+    if not record.header("xconv.park.reason"):
+        problems.append(f"{where}: no reason")
     attempts = record.header("xconv.park.attempts") or ""
     parks = record.header("xconv.park.parks") or ""
     if not attempts.isdigit():
@@ -538,6 +537,7 @@ class BufferSampler:
         self.in_flight = 0.0
         self.oldest_age = 0.0
         self.samples = 0
+        self.timeline: list[tuple[float, float, float]] = []  # (t, sick, healthy) buffered
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -550,14 +550,24 @@ class BufferSampler:
         self._stop.set()
         self._thread.join(30)
 
+    def peaks(self, since: float) -> str:
+        """Where the sick account's buffered count peaked, relative to ``since``."""
+        over = [(round(t - since, 1), s, h) for t, s, h in self.timeline if s > 0]
+        top = sorted(over, key=lambda row: -row[1])[:5]
+        return f"(t since the fault, sick, healthy) at the sick account's peaks: {top}"
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 metrics = self.engine.metrics() if self.engine.alive() else None
                 if metrics is not None:
-                    for account in (SICK, HEALTHY["account_id"]):
-                        value = labelled(metrics, "xconv_account_buffered_events", account=account)
+                    values = [
+                        labelled(metrics, "xconv_account_buffered_events", account=account)
+                        for account in (SICK, HEALTHY["account_id"])
+                    ]
+                    for account, value in zip((SICK, HEALTHY["account_id"]), values, strict=True):
                         self.per_account[account] = max(self.per_account.get(account, 0), value)
+                    self.timeline.append((time.monotonic(), values[0], values[1]))
                     self.in_flight = max(self.in_flight, metrics.get("xconv_events_in_flight", 0))
                     self.oldest_age = max(
                         self.oldest_age, metrics.get("xconv_parking_oldest_age_seconds", 0)
@@ -608,14 +618,21 @@ def delivered(sandbox: SandboxHandle, ids: set[str]) -> Callable[[], bool]:
 
 
 def all_sick_parked(
-    tail: ParkingTail, mixed: Mixed, topic: str, sandbox: SandboxHandle
+    tail: ParkingTail,
+    mixed: Mixed,
+    topic: str,
+    sandbox: SandboxHandle,
+    accepted_before: set[str] | None = None,
 ) -> Callable[[], bool]:
-    """Every valid sick position is in the parking topic (the sick account got nothing)."""
-    want = mixed.positions("sick")
+    """Every valid sick position not accepted before the fault is in the parking topic;
+    the sick account accepts nothing meanwhile."""
+    before = accepted_before or set()
+    want = {pos for pos in mixed.positions("sick") if mixed.produced.valid[pos] not in before}
 
     def check() -> bool:
         tail.catch_up()
-        assert accepted(sandbox, SICK) == 0, "the sick account accepted something"
+        got = accepted(sandbox, SICK)
+        assert got == len(before), f"the sick account accepted {got - len(before)} events"
         return want <= set(tail.by_source(topic))
 
     return check
@@ -652,9 +669,23 @@ def logged(engine: EngineProcess, event: str) -> list[dict[str, Any]]:
 # 1. a sick account (500 / 401 forever) beside a healthy one on the same partitions
 # --------------------------------------------------------------------------------------
 
-HEALTHY_REQUESTS, HEALTHY_WINDOW_S, BATCH = 10, 1.0, 10
-HEALTHY_RATE = HEALTHY_REQUESTS / HEALTHY_WINDOW_S * BATCH  # events/s: the nominal rate
-RATE_WINDOW_S = 8.0
+HEALTHY_REQUESTS = 10  # per 1 s window: the healthy account's budget
+BATCH = 10
+HEALTHY_RATE = HEALTHY_REQUESTS * BATCH  # events/s, nominal
+UNIMPEDED_WINDOW_S = 6.0
+SICK_WINDOW_S = 8.0
+
+
+def healthy_rate(sandbox: SandboxHandle, seconds: float, limit: int) -> float:
+    """Accepted events/s of the healthy account over ``seconds``; fails once it accepted
+    ``limit`` (its backlog must stay deep: a buffer running dry is not its rate)."""
+    start, count0 = time.monotonic(), accepted(sandbox, HEALTHY["account_id"])
+    count1 = count0
+    while time.monotonic() - start < seconds:
+        time.sleep(0.5)
+        count1 = accepted(sandbox, HEALTHY["account_id"])
+    assert count1 < limit, "the healthy backlog ran low: the rate window is not steady"
+    return (count1 - count0) / (time.monotonic() - start)
 
 
 @pytest.mark.parametrize(
@@ -671,59 +702,71 @@ def test_sick_account_is_parked_and_the_healthy_one_keeps_its_rate(
 ) -> None:
     """The healthy account keeps ≥ 90 % of its unimpeded rate beside a sick one.
 
-    The unimpeded rate is known without a second run: the healthy account is paced by
-    its configured budget (10 requests of 10 events per second, client side; the
-    sandbox does not limit it), with a backlog far deeper than the buffer, so alone it
-    sends exactly its GCRA rate of 100 events/s; the measured rate is also checked to
-    be no more than that (the premise: it is budget-bound, not CPU-bound). On main
-    before issue 12 the sick account's held batches filled ``max_buffered_events``
-    (500) within seconds, every partition paused and the healthy rate fell to 0.
+    The unimpeded rate is measured in the same run, before the other account falls
+    sick: the healthy account is paced by its configured budget (10 requests of up to
+    10 events per second, client side; the sandbox does not limit it) with a backlog
+    far deeper than the buffer, so its rate is budget-bound and steady (checked: within
+    20 % of the nominal 100 events/s; alone on this machine it measured 95-96, the
+    rest being batches the linger closed before they were full). The other account
+    has no budget, but sharing the partitions it moves at the healthy one's pace.
+    Phase 1 measures the healthy rate for 6 s with both accounts answering 200; then
+    the sandbox answers the other account ``status`` forever; once its first events
+    are parked phase 2 measures the healthy rate for 8 s. On main before issue 12 the
+    sick account's held batches filled ``max_buffered_events`` (500) within seconds,
+    every partition paused and the healthy rate fell to 0.
 
-    The rate is measured over 8 s once the sick account's events are being parked,
-    while the healthy backlog is still deep; then the source partitions must commit to
-    their log end while the sick account is still sick, the parking records must carry
-    the original bytes, key, headers and the ``xconv.park.*`` headers, and after the
-    fault is cleared every sick event must be accepted and both topics committed to
-    their end.
+    Then the source partitions must commit to their log end while the sick account is
+    still sick, the parking records must carry the original bytes, key, headers and
+    the ``xconv.park.*`` headers, and after the fault is cleared every sick event must
+    be accepted and both topics committed to their end.
     """
     env = engine_env
     parking = parking_topic(env, create_topic)
-    sandbox = start_sandbox(sandbox_config(status))
-    per_account = 1800
+    sandbox = start_sandbox(sandbox_config(None))
+    per_account = 2500
     mixed = produce_mixed(env, per_account, seed=1201 + status, invalid_share=0.01)
     assert len(mixed.produced.invalid) > 5
     config = two_account_config(
         env,
         sandbox,
         parking,
-        healthy_budget=(HEALTHY_REQUESTS, HEALTHY_WINDOW_S),
+        healthy_requests_per_s=HEALTHY_REQUESTS,
         batching={"max_events": BATCH},
     )
+    healthy_total = len(mixed.ids("healthy"))
     with ParkingCommitSampler(env, sandbox, mixed, parking) as sampler:
         engine = env.start(config)
         engine.wait_ready()
         with BufferSampler(engine) as buffers:
+            wait_until(
+                lambda: accepted(sandbox, HEALTHY["account_id"]) > 0,
+                60,
+                "the first healthy acceptance",
+                on_timeout=describe(sandbox, engine),
+            )
+            time.sleep(2.0)  # past the budget's initial burst
+            unimpeded = healthy_rate(sandbox, UNIMPEDED_WINDOW_S, healthy_total - 1500)
+            assert 0.8 * HEALTHY_RATE <= unimpeded <= 1.2 * HEALTHY_RATE, (
+                "premise: the healthy account is budget-bound",
+                unimpeded,
+            )
+
+            # The other account falls sick.
+            sandbox.set_faults(status_overrides={SICK: status})
+            fault_at = time.monotonic()
             wait_until(
                 lambda: labelled(engine.metrics(), "xconv_events_parked_total", account=SICK) > 0,
                 60,
                 "the sick account's first parked events",
                 on_timeout=describe(sandbox, engine),
             )
-            time.sleep(1.0)  # the gate is closed; the healthy lane runs at its pace
-
-            # The healthy account's rate while the other is sick.
-            healthy_total = len(mixed.ids("healthy"))
-            start, count0 = time.monotonic(), accepted(sandbox, HEALTHY["account_id"])
-            count1 = count0
-            while time.monotonic() - start < RATE_WINDOW_S:
-                time.sleep(0.5)
-                count1 = accepted(sandbox, HEALTHY["account_id"])
-                # stop before its backlog runs low (the buffer holds up to 250 of its events)
-                assert healthy_total - count1 > 300, "backlog too small for the rate window"
-            rate = (count1 - count0) / (time.monotonic() - start)
-            assert rate >= 0.9 * HEALTHY_RATE, (rate, describe(sandbox, engine)())
-            assert rate <= 1.2 * HEALTHY_RATE, ("not budget-bound: the premise", rate)
-            assert accepted(sandbox, SICK) == 0
+            accepted_before = set(sandbox.conversion_ids(SICK))
+            assert accepted_before, "premise: the sick account was delivering before"
+            time.sleep(1.0)
+            rate = healthy_rate(sandbox, SICK_WINDOW_S, healthy_total - 300)
+            assert rate >= 0.9 * unimpeded, (rate, unimpeded, describe(sandbox, engine)())
+            assert rate <= 1.2 * HEALTHY_RATE, (rate, unimpeded)
+            assert accepted(sandbox, SICK) == len(accepted_before)
 
             # Source partitions commit to the log end while the sick account is still sick.
             source_probe, parking_probe = probes(env, parking)
@@ -734,19 +777,26 @@ def test_sick_account_is_parked_and_the_healthy_one_keeps_its_rate(
                 on_timeout=describe(sandbox, engine),
             )
             assert sandbox.faults()["status_overrides"] == {SICK: status}
-            assert accepted(sandbox, SICK) == 0
+            assert accepted(sandbox, SICK) == len(accepted_before)
             assert delivered(sandbox, mixed.ids("healthy"))()
             tail = parking_tail(env, parking)
-            wait_until(all_sick_parked(tail, mixed, env.topic, sandbox), 30, "every event parked")
+            wait_until(
+                all_sick_parked(tail, mixed, env.topic, sandbox, accepted_before),
+                30,
+                "every event parked",
+            )
             parked = tail.by_source(env.topic)
-            assert set(parked) == mixed.positions("sick"), "only valid sick events are parked"
-            problems = [
-                p
-                for records in parked.values()
-                for r in records
-                for p in check_parked_record(r, mixed, env.topic, reason_prefix)
-            ]
+            by_id = mixed.by_id()
+            before = {by_id[cid] for cid in accepted_before}
+            assert set(parked) == mixed.positions("sick") - before, "only sick events parked"
+            records = [r for rs in parked.values() for r in rs]
+            problems = [p for r in records for p in check_parked_record(r, mixed, env.topic)]
             assert problems == [], problems[:10]
+            reasons = Counter(r.header("xconv.park.reason") or "" for r in records)
+            assert all(reason.startswith(reason_prefix) for reason in reasons), (
+                f"xconv.park.reason should be the last failure ({reason_prefix}...)",
+                reasons,
+            )
             metrics = engine.metrics()
             assert metrics is not None
             assert labelled(metrics, "xconv_events_parked_total", account=SICK) >= len(parked)
@@ -791,7 +841,8 @@ def test_sick_account_is_parked_and_the_healthy_one_keeps_its_rate(
     assert buffers.in_flight <= MAX_BUFFERED + FETCH_BATCH, buffers.in_flight
     for peak in buffers.per_account.values():
         assert peak <= MAX_BUFFERED + FETCH_BATCH, buffers.per_account
-    assert buffers.per_account.get(SICK, 0) <= MAX_BUFFERED / 2 + FETCH_BATCH, buffers.per_account
+    sick_peak = buffers.per_account.get(SICK, 0)
+    assert sick_peak <= MAX_BUFFERED / 2 + FETCH_BATCH, (sick_peak, buffers.peaks(fault_at))
     assert buffers.per_account.get(HEALTHY["account_id"], 0) > 0, buffers.per_account
     assert buffers.oldest_age > 0
     assert engine.terminate() == 0, engine.log_tail()
@@ -849,7 +900,8 @@ def test_sigkill_while_parked_then_recovery_loses_nothing(
         assert "http_500" in line, line
     for pos in mixed.positions("sick"):
         doc = orjson.loads(mixed.produced.values[pos])
-        for secret in (doc["user"]["email"], doc["user"]["phone"], doc["order_id"]):
+        user = doc.get("user") or {}
+        for secret in filter(None, (user.get("email"), user.get("phone"), doc.get("order_id"))):
             assert secret not in shown.stdout, secret
             assert secret not in shown.stderr, secret
     # The default topic is still the dead-letter topic, which is empty here.

@@ -147,6 +147,7 @@ class Stack:
     partitions: int = 6
     topic: str = "purchases"
     dlq_topic: str = "purchases.dlq"
+    parking_topic: str = "purchases.parking"
     broker: KafkaBroker | None = None
     sandbox_url: str = ""
     processes: list[Process] = field(default_factory=list)
@@ -170,7 +171,9 @@ class Stack:
     def start_broker(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.broker = KafkaBroker(self.workdir / "kafka").start()
-        create_topics(self.bootstrap, {self.topic: self.partitions, self.dlq_topic: 3})
+        create_topics(
+            self.bootstrap, {self.topic: self.partitions, self.dlq_topic: 3, self.parking_topic: 3}
+        )
 
     def spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> Process:
         log_path = self.workdir / f"{name}.log"
@@ -230,6 +233,7 @@ class Stack:
                 "topics": [self.topic],
                 "group_id": "xconv-demo",
                 "dead_letter_topic": self.dlq_topic,
+                "parking_topic": self.parking_topic,
             },
             "api": {"base_url": self.sandbox_url, "version": "12"},
             "accounts": [account],

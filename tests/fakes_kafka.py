@@ -23,9 +23,17 @@ from consumer.delivery.client import Response
 TP = tuple[str, int]
 
 
+Headers = list[tuple[str, bytes | None]]
+# A log entry: the value, or the value with headers (a parking record).
+Entry = bytes | tuple[bytes, Headers]
+
+
 class FakeMessage:
-    def __init__(self, topic: str, partition: int, offset: int, value: bytes) -> None:
+    def __init__(
+        self, topic: str, partition: int, offset: int, value: bytes, headers: Headers | None = None
+    ) -> None:
         self._t, self._p, self._o, self._v = topic, partition, offset, value
+        self._h = headers
 
     def topic(self) -> str:
         return self._t
@@ -42,8 +50,8 @@ class FakeMessage:
     def key(self) -> bytes | None:
         return None
 
-    def headers(self) -> list[tuple[str, bytes | None]] | None:
-        return None
+    def headers(self) -> Headers | None:
+        return self._h
 
     def error(self) -> None:
         return None
@@ -54,7 +62,7 @@ class FakeConsumer:
     """One group member's consumer over ``log`` (partition -> message values)."""
 
     conf: dict[str, Any]
-    log: dict[TP, list[bytes]]
+    log: dict[TP, list[Entry]]
     committed: dict[TP, int] = field(default_factory=dict)
     assigned: list[TP] = field(default_factory=list)
     paused: set[TP] = field(default_factory=set)
@@ -62,6 +70,7 @@ class FakeConsumer:
     commit_requests: list[dict[TP, int]] = field(default_factory=list)
     pending: list[tuple[str, list[TP]]] = field(default_factory=list)
     on_consume: Callable[[], None] | None = None
+    seeks: list[tuple[TP, int]] = field(default_factory=list)
     closed: bool = False
     _callbacks: dict[str, Any] = field(default_factory=dict)
 
@@ -101,7 +110,11 @@ class FakeConsumer:
             values = self.log.get(tp, [])
             while self.positions[tp] < len(values) and len(out) < num_messages:
                 off = self.positions[tp]
-                out.append(FakeMessage(tp[0], tp[1], off, values[off]))
+                entry = values[off]
+                if isinstance(entry, tuple):
+                    out.append(FakeMessage(tp[0], tp[1], off, entry[0], entry[1]))
+                else:
+                    out.append(FakeMessage(tp[0], tp[1], off, entry))
                 self.positions[tp] = off + 1
         if not out:
             await asyncio.sleep(min(max(timeout, 0.0), 0.005))
@@ -119,6 +132,10 @@ class FakeConsumer:
 
     async def pause(self, partitions: list[TopicPartition]) -> None:
         self.paused.update((p.topic, p.partition) for p in partitions)
+
+    async def seek(self, partition: TopicPartition) -> None:
+        self.seeks.append(((partition.topic, partition.partition), partition.offset))
+        self.positions[(partition.topic, partition.partition)] = partition.offset
 
     async def resume(self, partitions: list[TopicPartition]) -> None:
         self.paused.difference_update((p.topic, p.partition) for p in partitions)
@@ -140,15 +157,25 @@ class FakeConsumer:
 
 
 class FakeProducer:
-    """Acknowledges every record at once; keeps them for assertions."""
+    """Acknowledges every record at once; keeps them for assertions.
 
-    def __init__(self) -> None:
+    With ``logs``, a record to one of those topics is also appended to partition 0 of
+    that topic in the given log (so a consumer over the same log reads it back).
+    """
+
+    def __init__(
+        self, logs: dict[TP, list[Entry]] | None = None, topics: tuple[str, ...] = ()
+    ) -> None:
         self.records: list[tuple[str, bytes | None, dict[str, Any]]] = []
+        self._logs = logs
+        self._topics = topics
 
     async def produce(
         self, topic: str, value: Any = None, key: Any = None, *args: Any, **kwargs: Any
     ) -> asyncio.Future[Any]:
         self.records.append((topic, value, kwargs))
+        if self._logs is not None and topic in self._topics:
+            self._logs.setdefault((topic, 0), []).append((value, list(kwargs.get("headers", []))))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.set_result(None)
         return future

@@ -139,10 +139,16 @@ class BatchDelivery:
                     if batch.failing_since is None:
                         batch.failing_since = self._clock()
                     batch.last_reason = retry_cause(exc)
-                if await self._stuck(lane, batch):
+                # Judged beside the others as they were at the failure: after the wait,
+                # only if that still holds and the account did not answer meanwhile (at
+                # the end of an outage of every account, none is set aside).
+                beside_healthy = self._other_healthy(lane)
+                if await self._stuck(lane, batch, beside_healthy):
                     return
+                failed_at = self._clock()
                 await self._retry_later(lane, batch, exc)
-                if await self._stuck(lane, batch):
+                answered = lane.last_success_at is not None and lane.last_success_at > failed_at
+                if not answered and await self._stuck(lane, batch, beside_healthy):
                     return
                 continue
             except BatchRejectedError as exc:
@@ -193,7 +199,7 @@ class BatchDelivery:
             return None
         return f"account {lane.gate.mode.value}: {lane.gate.state.reason or 'unknown'}"
 
-    async def _stuck(self, lane: AccountLane, batch: Batch) -> bool:
+    async def _stuck(self, lane: AccountLane, batch: Batch, beside_healthy: bool) -> bool:
         """Set ``batch`` aside when the stuck policy says so; True when it did."""
         since = batch.failing_since
         verdict = judge_failure(
@@ -201,7 +207,7 @@ class BatchDelivery:
             failing_for=None if since is None else self._clock() - since,
             park_after_s=self._park_after_s,
             crowding=self._crowding(lane.account_id),
-            other_healthy=self._other_healthy(lane),
+            other_healthy=beside_healthy and self._other_healthy(lane),
         )
         if not verdict.set_aside:
             return False

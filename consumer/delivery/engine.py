@@ -599,7 +599,7 @@ class Engine:
         return False
 
     async def _release_holds(self) -> None:
-        """Parking partitions whose wait is over, or whose account's gate opened."""
+        """Parking partitions whose wait is over: time, the gate opened, or a probe is due."""
         assert self._source is not None
         source = self._source
         if not source.holds:
@@ -613,6 +613,7 @@ class Engine:
                 now >= hold.until
                 or (lane := self._lanes.get(hold.account)) is None
                 or lane.gate.mode is GateMode.OPEN
+                or lane.gate.state.probe_due()  # the next probe's turn (or the last ended)
             )
         ]
         await source.apply_holds()

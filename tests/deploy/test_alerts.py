@@ -26,9 +26,9 @@ RULE_TESTS = CHART / "tests" / "alerts" / "xconv-rules.test.yaml"
 DASHBOARD = CHART / "dashboards" / "xconv.json"
 ALERTS_VALUES = CHART / "ci" / "alerts-dashboard-values.yaml"
 
-#: The issue's alerts. Parking (a parking topic) is future work: no xconv_events_parked_total
-#: exists in consumer/observability/metrics.py, so there is no parking-rate rule yet.
+#: The alerts every deployment should have (issue 11, and issue 12's parked events).
 REQUIRED_ALERTS = {
+    "XconvParkedEventsAging",
     "XconvConsumerLagGrowing",
     "XconvNoProgress",
     "XconvAccountBlocked",
@@ -106,7 +106,7 @@ def test_rules_read_only_metrics_the_code_exports() -> None:
         names = _metric_names(rule["expr"])
         assert names, rule["alert"]
         assert names <= set(specs), f"{rule['alert']} reads unknown {names - set(specs)}"
-    assert "xconv_events_parked_total" not in specs  # see REQUIRED_ALERTS
+    assert "xconv_parking_oldest_age_seconds" in specs  # XconvParkedEventsAging reads it
 
 
 def test_prometheus_rule_renders_the_rule_file_unchanged() -> None:

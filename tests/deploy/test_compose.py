@@ -115,13 +115,17 @@ def test_kafka_is_the_official_image_in_kraft_mode(compose: dict[str, Any]) -> N
     assert _service(compose, "kafka-init")["image"] == kafka["image"]
 
 
-def test_topic_init_creates_the_consumed_and_dead_letter_topics(compose: dict[str, Any]) -> None:
+def test_topic_init_creates_the_consumed_dead_letter_and_parking_topics(
+    compose: dict[str, Any],
+) -> None:
     config = tomllib.loads(_consumer_config_path(compose).read_text(encoding="utf-8"))
     script = " ".join(_service(compose, "kafka-init")["command"])
     creates = re.findall(r"--create --if-not-exists --topic (\S+) --partitions (\d+)", script)
     created = {topic: int(partitions) for topic, partitions in creates}
     assert created["purchases"] == 6
-    assert set(config["kafka"]["topics"]) | {config["kafka"]["dead_letter_topic"]} == set(created)
+    kafka = config["kafka"]
+    wanted = set(kafka["topics"]) | {kafka["dead_letter_topic"], kafka["parking_topic"]}
+    assert wanted == set(created)
 
 
 def test_xconv_services_run_the_demo_commands(compose: dict[str, Any]) -> None:

@@ -65,6 +65,9 @@ def two_account_config(env: EngineEnv, sandbox: SandboxHandle) -> Path:
             "resume_ratio": 0.5,
             "probe_initial_s": 0.5,
             "probe_max_s": 2.0,
+            # The memory bound of holding a stuck head in place (the park policy, the
+            # default, would move it to the parking topic: test_tenant_isolation.py).
+            "stuck_policy": "hold",
         },
     )
     data = tomllib.loads(path.read_text())

@@ -22,6 +22,7 @@ from consumer.observability.metrics import Metrics
 from consumer.settings import Settings
 from tests.fakes_kafka import (
     TP,
+    Entry,
     FakeConsumer,
     FakeProducer,
     ScriptedApi,
@@ -65,7 +66,7 @@ def settings(**delivery: Any) -> Settings:
     )
 
 
-def topic_log(partitions: int, per_partition: int) -> dict[TP, list[bytes]]:
+def topic_log(partitions: int, per_partition: int) -> dict[TP, list[Entry]]:
     recent = time.time() - 3600  # the transform refuses events too old for X
     return {
         (TOPIC, p): [
@@ -76,7 +77,7 @@ def topic_log(partitions: int, per_partition: int) -> dict[TP, list[bytes]]:
 
 
 class Harness:
-    def __init__(self, log: dict[TP, list[bytes]], api: ScriptedApi, **delivery: Any) -> None:
+    def __init__(self, log: dict[TP, list[Entry]], api: ScriptedApi, **delivery: Any) -> None:
         self.log = log
         self.api = api
         self.metrics = Metrics(CollectorRegistry())

@@ -48,7 +48,7 @@ from tests.fixtures.engine import (
     wait_until,
 )
 from tests.fixtures.kafka import CreateTopic
-from tests.fixtures.liveness import labelled
+from tests.fixtures.liveness import labelled, status_count
 from tests.fixtures.sandbox import SandboxHandle
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sandbox, pytest.mark.slow]
@@ -182,6 +182,80 @@ def produce_mixed(
         parts = {p for p, _ in mixed.positions(shop)}
         assert len(parts) > 1, f"{shop} events on one partition only"
     return mixed
+
+
+class Trickle:
+    """A steady trickle of the healthy account's events (``per_s``) in a thread, as a
+    live topic has: the engine sets a sick account's events aside only while another
+    account delivers (in an outage of every account it would rewrite the backlog for
+    nothing). ``stop`` merges what it produced into ``mixed``."""
+
+    def __init__(self, env: EngineEnv, mixed: Mixed, *, seed: int, per_s: float = 20.0):
+        self.env, self.mixed, self.per_s = env, mixed, per_s
+        self.prefix = uuid.uuid4().hex[:8]
+        events = SampleGenerator(seed=seed).events(int(per_s * 120))
+        self._values = iter(list(events))
+        self._produced = Mixed()
+        self._errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Trickle:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(60)
+        assert not self._errors, self._errors[:3]
+        got = self._produced
+        self.mixed.produced.merge(got.produced)
+        self.mixed.owner.update(got.owner)
+        self.mixed.trace.update(got.trace)
+
+    def _run(self) -> None:
+        producer = Producer({"bootstrap.servers": self.env.bootstrap, "acks": "all"})
+        got = self._produced
+        for n, event in enumerate(self._values):
+            if self._stop.is_set():
+                break
+            doc = orjson.loads(event.value)
+            cid = f"{self.prefix}-t{n}"
+            doc["routing_key"], doc["conversion_id"] = "healthy", cid
+            value, trace = orjson.dumps(doc), f"{self.prefix}-trace-{n}".encode()
+
+            def report(
+                err: KafkaError | None,
+                msg: Any,
+                value: bytes = value,
+                cid: str = cid,
+                key: bytes = event.key,
+                trace: bytes = trace,
+            ) -> None:
+                if err is not None:
+                    self._errors.append(str(err))
+                    return
+                pos = (int(msg.partition()), int(msg.offset()))
+                got.produced.values[pos], got.produced.keys[pos] = value, key
+                got.produced.valid[pos] = cid
+                got.owner[pos], got.trace[pos] = "healthy", trace
+
+            producer.produce(
+                self.env.topic,
+                value=value,
+                key=event.key,
+                headers=[(TRACE_HEADER, trace)],
+                on_delivery=report,
+            )
+            producer.poll(0)
+            self._stop.wait(1.0 / self.per_s)
+        if producer.flush(30):
+            self._errors.append("trickle: unacknowledged messages")
 
 
 # --------------------------------------------------------------------------------------
@@ -915,24 +989,27 @@ def test_sigkill_while_parked_then_recovery_loses_nothing(
     assert default.returncode == 0, default.stderr
     assert default.stdout.strip() == ""
 
-    # Restart while still sick: the parked records are waiting, nothing new is parked
-    # for events already parked (source offsets were committed), nothing lost.
-    restarted = env.start(config, name="second")
-    restarted.wait_ready()
-    wait_until(
-        lambda: restarted.metric("xconv_parking_oldest_age_seconds") > 0,
-        60,
-        "the restarted engine holds the parked records back",
-        on_timeout=describe(sandbox, restarted),
-    )
-    assert accepted(sandbox, SICK) == 0
-    sandbox.set_faults(status_overrides={})
-    wait_until(
-        delivered(sandbox, mixed.ids("sick")),
-        90,
-        "parked events delivered after the restart",
-        on_timeout=describe(sandbox, restarted),
-    )
+    # Restart while still sick, the healthy account's events still flowing: the parked
+    # records wait in the parking topic (held back), nothing lost.
+    trickle = Trickle(env, mixed, seed=1222)
+    with trickle:
+        restarted = env.start(config, name="second")
+        restarted.wait_ready()
+        wait_until(
+            lambda: restarted.metric("xconv_parking_oldest_age_seconds") > 0,
+            60,
+            "the restarted engine holds the parked records back",
+            on_timeout=describe(sandbox, restarted),
+        )
+        assert accepted(sandbox, SICK) == 0
+        sandbox.set_faults(status_overrides={})
+        wait_until(
+            delivered(sandbox, mixed.ids("sick")),
+            90,
+            "parked events delivered after the restart",
+            on_timeout=describe(sandbox, restarted),
+        )
+    wait_until(delivered(sandbox, mixed.ids("healthy")), 60, "the trickle delivered")
     wait_until(
         both_at_end(source_probe, parking_probe),
         60,
@@ -978,32 +1055,34 @@ def test_parking_backlog_survives_restart_and_sigkill_after_redelivery(
     tail.catch_up()
     assert set(tail.by_source(env.topic)) == mixed.positions("sick")
 
-    # Restart, still sick: the backlog is still there and still held back.
-    second = env.start(config, name="second")
-    second.wait_ready()
-    wait_until(
-        lambda: second.metric("xconv_parking_oldest_age_seconds") > 0,
-        60,
-        "the parked backlog held back after the restart",
-        on_timeout=describe(sandbox, second),
-    )
-    time.sleep(2 * PROBE_MAX_S)  # a few probes fail: records are parked again, not lost
-    assert accepted(sandbox, SICK) == 0
-    tail.catch_up()
-    assert set(tail.by_source(env.topic)) == mixed.positions("sick")
-    assert not behind(source_probe)
-    assert second.terminate() == 0, second.log_tail()
+    # Restart, still sick, the healthy account's events flowing: the backlog is still
+    # there and still held back; failed probes park records again, never lose them.
+    with Trickle(env, mixed, seed=1232):
+        second = env.start(config, name="second")
+        second.wait_ready()
+        wait_until(
+            lambda: second.metric("xconv_parking_oldest_age_seconds") > 0,
+            60,
+            "the parked backlog held back after the restart",
+            on_timeout=describe(sandbox, second),
+        )
+        time.sleep(2 * PROBE_MAX_S)  # a few probes fail
+        assert accepted(sandbox, SICK) == 0
+        tail.catch_up()
+        assert set(tail.by_source(env.topic)) == mixed.positions("sick")
+        assert second.terminate() == 0, second.log_tail()
+    wait_until(lambda: not behind(source_probe), 30, "source committed")
 
-    # A third run delivers them once the account is fixed; its commit interval is long,
-    # so SIGKILL right after the re-delivery lands before the parking offsets commit.
+    # A third run delivers them, the account fixed; its commit interval is long, so
+    # SIGKILL right after the re-delivery lands before the parking offsets commit.
+    sandbox.set_faults(status_overrides={})
     third_config = two_account_config(
         env, sandbox, parking, name="third", delivery={"commit_interval_s": 60.0}
     )
     third = env.start(third_config, name="third")
     third.wait_ready()
-    sandbox.set_faults(status_overrides={})
     wait_until(
-        delivered(sandbox, mixed.ids("sick")),
+        delivered(sandbox, set(mixed.produced.valid.values())),
         90,
         "parked events delivered after the fix",
         on_timeout=describe(sandbox, third),
@@ -1025,6 +1104,60 @@ def test_parking_backlog_survives_restart_and_sigkill_after_redelivery(
     assert set(mixed.produced.valid.values()) <= set(sandbox.conversion_ids())
     dead = env.dead_letters()
     assert dead.catch_up() == []  # a 401 under park is never dead-lettered
+
+
+@pytest.mark.timeout(150)
+def test_restart_without_other_traffic_holds_parked_records_back(
+    engine_env: EngineEnv,
+    start_sandbox: StartSandbox,
+    create_topic: CreateTopic,
+) -> None:
+    """A restart while the account is still sick and no other account has events: the
+    parked records wait in the parking topic (their partition held back until the next
+    probe), they are not pulled into memory and retried in place; SIGTERM then drains
+    at once (nothing waits at a closed gate) and exits 0."""
+    env = engine_env
+    parking = parking_topic(env, create_topic)
+    sandbox = start_sandbox(sandbox_config(500))
+    mixed = produce_mixed(env, 200, seed=1271)
+    config = two_account_config(env, sandbox, parking)
+    first = env.start(config, name="first")
+    first.wait_ready()
+    source_probe, _ = probes(env, parking)
+    tail = parking_tail(env, parking)
+    wait_until(
+        all_sick_parked(tail, mixed, env.topic, sandbox),
+        60,
+        "every sick event parked",
+        on_timeout=describe(sandbox, first),
+    )
+    wait_until(lambda: not behind(source_probe), 60, "source committed", on_timeout=first.log_tail)
+    assert first.terminate() == 0, first.log_tail()
+
+    second = env.start(config, name="second")
+    second.wait_ready()
+    wait_until(
+        lambda: second.metric("xconv_parking_oldest_age_seconds") > 0,
+        30,
+        "the parked records held back in the parking topic",
+        on_timeout=describe(sandbox, second),
+    )
+    time.sleep(PARK_AFTER_S + 1.0)  # what the open gate let through after the start settles
+    errors_before = status_count(sandbox, 500, SICK)
+    watched_from = time.monotonic()
+    time.sleep(3 * PROBE_MAX_S)
+    watched = time.monotonic() - watched_from
+    answered = status_count(sandbox, 500, SICK) - errors_before
+    # Only probes now: one at a time, at least PROBE_INITIAL_S x 0.5 (jitter) apart.
+    most = int(watched / (PROBE_INITIAL_S * 0.5)) + 2
+    assert answered <= most, (answered, most, describe(sandbox, second)())
+    assert second.metric("xconv_events_in_flight") <= FETCH_BATCH, describe(sandbox, second)()
+    exit_at = time.monotonic()
+    assert second.terminate() == 0, second.log_tail()
+    assert time.monotonic() - exit_at < 15, "SIGTERM waited for a batch at a closed gate"
+    tail.catch_up()
+    assert set(tail.by_source(env.topic)) == mixed.positions("sick")
+    assert accepted(sandbox, SICK) == 0
 
 
 # --------------------------------------------------------------------------------------
@@ -1137,7 +1270,7 @@ def test_parked_too_long_is_dead_lettered(
         return want <= set(dead.by_source())
 
     wait_until(
-        dead_lettered, 90, "parked events dead-lettered", on_timeout=describe(sandbox, engine)
+        dead_lettered, 45, "parked events dead-lettered", on_timeout=describe(sandbox, engine)
     )
     assert engine.metric("xconv_events_parked_total") > 0  # they were parked first
     for pos, records in dead.by_source().items():

@@ -1057,7 +1057,7 @@ def test_parking_backlog_survives_restart_and_sigkill_after_redelivery(
 
     # Restart, still sick, the healthy account's events flowing: the backlog is still
     # there and still held back; failed probes park records again, never lose them.
-    with Trickle(env, mixed, seed=1232):
+    with Trickle(env, mixed, seed=1232) as trickle:
         second = env.start(config, name="second")
         second.wait_ready()
         wait_until(
@@ -1070,8 +1070,10 @@ def test_parking_backlog_survives_restart_and_sigkill_after_redelivery(
         assert accepted(sandbox, SICK) == 0
         tail.catch_up()
         assert set(tail.by_source(env.topic)) == mixed.positions("sick")
+        trickle.stop()
+        wait_until(delivered(sandbox, mixed.ids("healthy")), 30, "the trickle delivered")
+        wait_until(lambda: not behind(source_probe), 30, "source committed")
         assert second.terminate() == 0, second.log_tail()
-    wait_until(lambda: not behind(source_probe), 30, "source committed")
 
     # A third run delivers them, the account fixed; its commit interval is long, so
     # SIGKILL right after the re-delivery lands before the parking offsets commit.

@@ -768,7 +768,7 @@ def healthy_rate(sandbox: SandboxHandle, seconds: float, limit: int) -> float:
 
 
 @pytest.mark.parametrize(
-    ("status", "reason_prefix"), [(500, "http_500"), (401, "401")], ids=["500", "401"]
+    ("status", "failure"), [(500, "http_500"), (401, "401 UNAUTHORIZED")], ids=["500", "401"]
 )
 @pytest.mark.timeout(180)
 def test_sick_account_is_parked_and_the_healthy_one_keeps_its_rate(
@@ -777,7 +777,7 @@ def test_sick_account_is_parked_and_the_healthy_one_keeps_its_rate(
     create_topic: CreateTopic,
     kafka_broker: BrokerHandle,
     status: int,
-    reason_prefix: str,
+    failure: str,
 ) -> None:
     """The healthy account keeps ≥ 90 % of its unimpeded rate beside a sick one.
 
@@ -872,8 +872,8 @@ def test_sick_account_is_parked_and_the_healthy_one_keeps_its_rate(
             problems = [p for r in records for p in check_parked_record(r, mixed, env.topic)]
             assert problems == [], problems[:10]
             reasons = Counter(r.header("xconv.park.reason") or "" for r in records)
-            assert all(reason.startswith(reason_prefix) for reason in reasons), (
-                f"xconv.park.reason should be the last failure ({reason_prefix}...)",
+            assert all(failure in reason for reason in reasons), (
+                f"xconv.park.reason should name the last failure ({failure}...)",
                 reasons,
             )
             metrics = engine.metrics()

@@ -546,6 +546,8 @@ class Engine:
             why = None if delivery is None else delivery.divert(lane, arriving=True)
             if why is not None:
                 assert delivery is not None
+                last = lane.last_failure_reason  # set aside before the gate closed: say why
+                reason = lane.gate.state.reason or (f"{why}: {last}" if last else why)
                 self._supervisor.spawn(
                     delivery.set_aside(
                         lane,
@@ -553,7 +555,7 @@ class Engine:
                         chunks,
                         attempts=0,
                         failing_since=None,
-                        reason=lane.gate.state.reason or why,
+                        reason=reason,
                         why=why,
                     ),
                     "park",

@@ -588,6 +588,9 @@ class Engine:
         lane = self._lanes.get(note.account) if note is not None else None
         if note is None or lane is None or lane.gate.mode is GateMode.OPEN:
             return True
+        max_age = self.settings.delivery.parked_max_age_s
+        if max_age and now_wall - note.first_failure > max_age:
+            return True  # too old to wait for a probe: set aside now (parked_too_long)
         now, gate = self._clock(), lane.gate.state
         offset, account, first = msg.offset(), note.account, note.first_failure
         if gate.mode is GateMode.BLOCKED and gate.probe_due():
@@ -597,6 +600,8 @@ class Engine:
                 source.hold(tp, offset + 1, now + CANDIDATE_WAIT_S, account, first)
                 return True
         until = gate.next_probe_at if gate.next_probe_at is not None else now + 1.0
+        if max_age:  # look again when this one turns too old
+            until = min(until, now + max(0.0, first + max_age - now_wall))
         source.hold(tp, offset, min(until, now + MAX_HOLD_S), account, first)
         return False
 

@@ -1,12 +1,29 @@
 # syntax=docker/dockerfile:1
 #
 # xconv container image.
+#   native:  builds the transform's native fast path (native/, Rust) into an abi3 wheel
+#            with maturin (pinned by requirements/constraints.txt; crates per Cargo.lock)
 #   builder: installs the pinned dependencies (requirements/constraints.txt), then the
-#            wheel, into a virtualenv at /opt/venv
+#            wheel and the native wheel, into a virtualenv at /opt/venv
 #   runtime: the same slim Python base with only that virtualenv copied in
 # The runtime runs as UID/GID 10001, writes nothing outside /tmp, and works with a
 # read-only root filesystem (mount an emptyDir / tmpfs at /tmp).
 ARG PYTHON_IMAGE=python:3.11-slim
+ARG RUST_IMAGE=rust:1.95-slim-bookworm
+
+FROM ${RUST_IMAGE} AS native
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY requirements/constraints.txt ./requirements/
+RUN python3 -m venv /opt/maturin \
+ && /opt/maturin/bin/pip install -c requirements/constraints.txt maturin
+COPY native ./native
+RUN /opt/maturin/bin/maturin build --release --locked --compatibility linux \
+      --manifest-path native/Cargo.toml --out /wheels
 
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
@@ -29,8 +46,10 @@ RUN python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.tom
 COPY README.md CHANGELOG.md ./
 COPY consumer ./consumer
 COPY schemas ./schemas
+COPY --from=native /wheels/ /native-wheels/
 RUN /opt/build/bin/pip wheel --no-build-isolation --no-deps --wheel-dir /wheels . \
- && /opt/venv/bin/pip install --no-deps /wheels/*.whl \
+ && /opt/venv/bin/pip install --no-deps /wheels/*.whl /native-wheels/*.whl \
+ && /opt/venv/bin/python -c "import xconv_native" \
  && /opt/venv/bin/pip check \
  && /opt/venv/bin/python -m compileall -q /opt/venv \
  && /opt/venv/bin/xconv --version

@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # Every dependency (runtime, dev, transitive) pinned; the Dockerfile installs with the same file.
 CONSTRAINTS := requirements/constraints.txt
+# The native package's build backend (native/pyproject.toml), pinned in $(CONSTRAINTS).
+MATURIN_VERSION := 1.16.0
 
 .PHONY: help venv constraints kafka-jars tools lint typecheck test test-only demo bench chaos clean
 
@@ -20,7 +22,21 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(BIN)/pip install -q -c $(CONSTRAINTS) --build-constraint $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
 
-venv: $(STAMP)
+# The transform's optional native fast path (native/, Rust through PyO3 and maturin; the
+# crates are fetched by cargo at build time, Cargo.lock pins them). Rebuilt when its
+# sources change. Without a Rust toolchain the transform runs the Python reference
+# (transform.engine = "auto" logs that once).
+NATIVE_STAMP := $(VENV)/.native-stamp
+CARGO_PATH := $(HOME)/.cargo/bin
+$(NATIVE_STAMP): $(STAMP) native/pyproject.toml native/Cargo.toml native/Cargo.lock $(wildcard native/src/*.rs)
+	@if PATH="$(CARGO_PATH):$$PATH" command -v cargo >/dev/null; then \
+	  PATH="$(CARGO_PATH):$$PATH" $(BIN)/pip install -q -c $(CONSTRAINTS) --build-constraint $(CONSTRAINTS) ./native; \
+	else \
+	  echo "make venv: no Rust toolchain (cargo), xconv-native not built: the transform runs the Python reference"; \
+	fi
+	touch $(NATIVE_STAMP)
+
+venv: $(STAMP) $(NATIVE_STAMP)
 
 # Re-pin after changing dependencies in pyproject.toml: a fresh venv resolves them anew
 # (the build backend too: --build-constraint pins it in pip's isolated build environment).
@@ -32,6 +48,7 @@ constraints:
 	  | xargs build/constraints-venv/bin/pip install -q
 	{ echo "# Pinned dependencies of xconv (runtime, dev and build backend). Regenerate: make constraints"; \
 	  build/constraints-venv/bin/pip freeze --exclude-editable; } > $(CONSTRAINTS)
+	grep -q '^maturin==' $(CONSTRAINTS) || echo 'maturin==$(MATURIN_VERSION)' >> $(CONSTRAINTS)
 	rm -rf build/constraints-venv
 
 kafka-jars: venv

@@ -11,6 +11,12 @@ its own process so that both can be imported under the same module names:
     python bench/transform_diff.py compare /tmp/old.dig /tmp/new.dig
     PYTHONPATH=...      python bench/transform_diff.py show /tmp/corpus.pickle CONFIG INDEX
 
+The native fast path against the reference, in one tree (issue 13):
+
+    python bench/transform_diff.py run /tmp/corpus.pickle /tmp/py.dig --engine python
+    python bench/transform_diff.py run /tmp/corpus.pickle /tmp/native.dig --engine native
+    python bench/transform_diff.py compare /tmp/py.dig /tmp/native.dig
+
 Run by path, so that ``consumer`` comes from PYTHONPATH (the old tree need not have
 this file). ``gen`` (hypothesis strategies of tests/) takes ~2 min, ``run`` ~2 min.
 
@@ -535,8 +541,9 @@ def counters(transformer: Any) -> bytes:
     ).encode()
 
 
-def run(corpus_path: str, out_path: str) -> None:
+def run(corpus_path: str, out_path: str, engine: str | None = None) -> None:
     import consumer
+    from consumer.transform import Transformer
 
     with open(corpus_path, "rb") as handle:
         corpus: list[tuple[str, bytes]] = pickle.load(handle)
@@ -544,6 +551,9 @@ def run(corpus_path: str, out_path: str) -> None:
     total = 0
     for name, groups, factory in variants():
         transformer = factory()
+        if engine is not None:  # the same settings with transform.engine = ENGINE
+            settings = transformer.settings.model_copy(update={"engine": engine})
+            transformer = Transformer(settings, transformer.routing, now=lambda: NOW)
         digests: list[bytes] = []
         for index, (group, raw) in enumerate(corpus):
             if group not in groups:
@@ -610,6 +620,11 @@ def main() -> int:
     runp = sub.add_parser("run")
     runp.add_argument("corpus")
     runp.add_argument("out")
+    runp.add_argument(
+        "--engine",
+        choices=["auto", "native", "python"],
+        help="transform.engine of every variant (native vs python: the fast path's check)",
+    )
     comp = sub.add_parser("compare")
     comp.add_argument("old")
     comp.add_argument("new")
@@ -628,7 +643,7 @@ def main() -> int:
         print(f"{len(corpus)} events: {groups}")
         return 0
     if args.command == "run":
-        run(args.corpus, args.out)
+        run(args.corpus, args.out, args.engine)
         return 0
     if args.command == "compare":
         return compare(args.old, args.new)

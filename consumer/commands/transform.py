@@ -13,6 +13,7 @@ import orjson
 import yaml
 from pydantic import ValidationError
 
+from consumer.observability.logging import configure_logging
 from consumer.transform import (
     Conversion,
     RouteSettings,
@@ -164,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config_file(args.config) if args.config is not None else {}
         transform, routing = build_settings(config, args.preset)
+        configure_logging("warning")  # stderr: stdout carries the results
         transformer = Transformer(transform, routing)
         if args.input == "-":
             stream: IO[bytes] = sys.stdin.buffer

@@ -172,6 +172,14 @@ class TransformSettings(_Strict):
     # twclid, user agent) is left out and counted. false sends such values as they are.
     pii_scan: bool = True
     debezium: DebeziumSettings = DebeziumSettings()
+    engine: Literal["auto", "native", "python"] = Field(
+        default="auto",
+        description="Which implementation transforms events: `native` (the compiled fast "
+        "path of the optional `xconv-native` package, byte-identical to the reference; "
+        "events it does not handle go to the reference), `python` (the pure-Python "
+        "reference only), or `auto` (native when the package imports, else the reference, "
+        "with one `transform_engine_fallback` log line).",
+    )
 
     @field_validator("default_phone_region", "default_currency", mode="before")
     @classmethod

@@ -32,6 +32,7 @@ from consumer.transform.config import (
 )
 from consumer.transform.debezium import unwrap_change
 from consumer.transform.detect import AUTO_PRESETS, detect_format
+from consumer.transform.native import attach
 from consumer.transform.normalize import (
     MAX_AMOUNT,
     amount_number,
@@ -374,14 +375,22 @@ class Transformer:
         self._by_format: dict[Preset, Transformer] = {}
         self._entry: Callable[[dict[str, Any]], Result] = self._convert
         self._tombstone: Skip | None = None
+        # The native fast path (``transform.engine``), installed as this instance's
+        # ``transform``; None when the reference runs alone (consumer/transform/native.py).
+        self.native: Any | None = None
         if settings.preset is Preset.AUTO:
             for preset in AUTO_PRESETS:
-                part = Transformer(settings.model_copy(update={"preset": preset}), routing, now)
+                part = Transformer(
+                    settings.model_copy(update={"preset": preset, "engine": "python"}),
+                    routing,
+                    now,
+                )
                 part._counts = self._counts
                 part._clean = self._clean
                 self._by_format[preset] = part
             self._entry = self._convert_detected
             self._tombstone = Skip(SkipReason.TOMBSTONE.value)
+            self.native = attach(self)
             return
         if settings.preset is Preset.DEBEZIUM:
             self._entry = self._convert_change
@@ -435,6 +444,7 @@ class Transformer:
 
         self._strict = settings.strict
         self._pii = settings.pii_scan
+        self.native = attach(self)
 
     @property
     def dropped_emails(self) -> int:

@@ -49,9 +49,14 @@ def _env(stage: list[dockerfile.Command]) -> dict[str, str]:
 
 
 def test_multi_stage_build_copies_only_the_venv(stages: list[list[dockerfile.Command]]) -> None:
-    assert len(stages) == 2
-    builder, runtime = stages
+    assert len(stages) == 3
+    native, builder, runtime = stages
+    assert native[0].value[-2:] == ("AS", "native")
+    assert any("maturin build" in " ".join(c.value) for c in _all(native, "RUN"))
     assert builder[0].value[-2:] == ("AS", "builder")
+    assert [(c.flags, c.value) for c in _all(builder, "COPY") if c.flags] == [
+        (("--from=native",), ("/wheels/", "/native-wheels/"))
+    ]
     assert runtime[0].value[-2:] == ("AS", "runtime")
     assert any("pip wheel" in " ".join(c.value) for c in _all(builder, "RUN"))
     copies = _all(runtime, "COPY")
@@ -121,7 +126,8 @@ def test_dockerignore_keeps_the_build_inputs_only(
 ) -> None:
     sources = [
         src
-        for c in _all(stages[0], "COPY")
+        for stage in stages[:2]
+        for c in _all(stage, "COPY")
         if not any(f.startswith("--from") for f in c.flags)
         for src in c.value[:-1]
     ]
@@ -129,7 +135,14 @@ def test_dockerignore_keeps_the_build_inputs_only(
     for source in sources:
         assert not _dockerignore_excludes(source.removeprefix("./")), source
         assert (REPO_ROOT / source).exists(), source
-    for unwanted in (".venv", ".git", "tests/deploy/test_image.py", ".tools/bin/helm", ".cache"):
+    for unwanted in (
+        ".venv",
+        ".git",
+        "tests/deploy/test_image.py",
+        ".tools/bin/helm",
+        ".cache",
+        "native/target",
+    ):
         assert _dockerignore_excludes(unwanted), unwanted
     assert not _dockerignore_excludes("consumer/cli.py")
 
@@ -186,7 +199,7 @@ def test_constraints_pin_every_dependency_of_pyproject() -> None:
 def test_image_and_venv_install_with_the_same_constraints(
     stages: list[list[dockerfile.Command]],
 ) -> None:
-    builder = stages[0]
+    builder = stages[1]
     runs = [" ".join(c.value) for c in _all(builder, "RUN")]
     deps = [r for r in runs if "-c requirements/constraints.txt" in r]
     assert len(deps) == 1, runs

@@ -9,6 +9,7 @@ librdkafka runs with a SASL password at debug level against a closed loopback po
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import socket
@@ -201,6 +202,25 @@ def test_oauthlib_debug_lines_carry_no_generated_credential(
     assert "Collected params" in text
     for form in _forbidden(credentials, signatures):
         assert form not in text, form
+    skeleton = _skeleton()
     for value in credentials:
         for fragment in _fragments(value):
+            if fragment in skeleton:
+                continue  # e.g. "oauth_versio": the log's own words, not the credential
             assert fragment not in text, fragment
+
+
+@functools.cache
+def _skeleton() -> str:
+    """The debug text oauthlib logs around credentials (signed with fixed ones)."""
+    out = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        configure_logging("debug", "json", out)
+        logging.getLogger("oauthlib").setLevel(logging.DEBUG)
+        _sign(("K" * 20, "S" * 20, "T" * 20, "U" * 20))
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    return out.getvalue()

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from bench import chaos, e2e, replica_share
+from bench import chaos, e2e, replica_share, sick_account
 from bench.common import REPO_ROOT, RUN_ROOT, machine
 
 RESULTS = REPO_ROOT / "bench" / "results.json"
@@ -40,6 +40,7 @@ SCENARIOS = (
     "accounts",
     "chaos",
     "replicas",
+    "sick",
 )
 
 
@@ -335,6 +336,24 @@ def main(argv: list[str] | None = None) -> int:
                 return out
 
             record("replicas", cmd, run_replicas)
+        if "sick" in only:
+            # A sick account (500 forever) beside a healthy one, alone / park / hold.
+            sizes = sick_account.summary_args(quick)
+            cmd = f"{base_cmd} --only sick --runs {runs}"
+
+            def run_sick() -> dict[str, Any]:
+                s, _ = need_suite()
+                valid = sick_account.valid_pool(10_000 if quick else 20_000)
+                out = _repeat(runs, lambda: sick_account.round_figures(s, valid, **sizes), "sick")
+                out["setup"] = (
+                    f"healthy account paced at {sizes['rate']:,.0f} events/s, "
+                    f"{sizes['measure_s']:.0f} s measured after {sizes['warmup_s']:.0f} s, "
+                    f"max_buffered_events {sick_account.MAX_BUFFERED:,}, "
+                    f"park_after_s {sick_account.PARK_AFTER_S:.0f}"
+                )
+                return out
+
+            record("sick", cmd, run_sick)
     finally:
         if suite is not None:
             suite.close()
@@ -492,6 +511,55 @@ def _naive_rows(n: dict[str, Any], command: str) -> list[tuple[str, str, str, st
             "not run" if runs is None else f"{runs:.0f} of {runs:.0f}",
             "all (a run that loses one fails the suite)",
             _met(None if runs is None else True),
+            command,
+        ),
+    ]
+
+
+def _sick_rows(r: dict[str, Any], command: str) -> list[tuple[str, str, str, str, str]]:
+    """Section 11: a sick account beside a healthy one (bench/sick_account.py)."""
+
+    def get(key: str) -> dict[str, float] | None:
+        value = r.get(key)
+        return value if isinstance(value, dict) else None
+
+    ratio = (get("park_to_alone") or {}).get("median")
+    lost = (get("lost") or {}).get("max")
+    setup = r.get("setup", "")
+    return [
+        (
+            f"11. Sick account (500 forever) beside a healthy one on the same {e2e.PARTITIONS} "
+            f"partitions ({setup}): healthy account's rate beside it / alone",
+            _fmt(get("park_to_alone"), 3) + " x",
+            "≥ 0.9 x",
+            _met(None if ratio is None else ratio >= 0.9),
+            command,
+        ),
+        (
+            "11. Healthy account's events/s: alone / beside the sick one (park) / "
+            "beside it with stuck_policy = hold (before issue 12)",
+            _fmt(get("alone_events_per_s"))
+            + " / "
+            + _fmt(get("park_events_per_s"))
+            + " / "
+            + _fmt(get("hold_events_per_s")),
+            "",
+            "",
+            command,
+        ),
+        (
+            "11. While sick: source events committed (share of the backlog) / events parked",
+            _fmt(get("source_committed_share"), 3) + " / " + _fmt(get("parked_events")),
+            "",
+            "",
+            command,
+        ),
+        (
+            "11. Fault cleared: time until every event was accepted and both topics committed "
+            "to their end (Kafka's tool) / events lost",
+            _fmt(get("recovered_s"), 1) + " s / " + _fmt(get("lost")),
+            "0 lost",
+            _met(None if lost is None else lost == 0),
             command,
         ),
     ]
@@ -725,6 +793,7 @@ def render(info: dict[str, str], r: dict[str, Any], kept: list[str] | None = Non
             cmd("replicas"),
         ),
     ]
+    rows += _sick_rows(r.get("sick", {}), cmd("sick"))
     lines = [
         "# Benchmarks",
         "",

@@ -135,10 +135,10 @@ class BatchDelivery:
             except RetryableError as exc:
                 self._probe_done(lane, ticket, ProbeOutcome.FAILED)
                 if not isinstance(exc, RateLimitedError):  # a 429 is pacing, not sickness
-                    lane.note_failure()
+                    batch.last_reason = retry_cause(exc)
+                    lane.note_failure(batch.last_reason)
                     if batch.failing_since is None:
                         batch.failing_since = self._clock()
-                    batch.last_reason = retry_cause(exc)
                 # Judged beside the others as they were at the failure: after the wait,
                 # only if that still holds and the account did not answer meanwhile (at
                 # the end of an outage of every account, none is set aside).
@@ -157,8 +157,8 @@ class BatchDelivery:
                 await self._isolate(lane, batch, exc)
                 return
             except AccountBlockedError as exc:
-                lane.note_failure()
                 batch.last_reason = f"{exc.status} {exc.code}"
+                lane.note_failure(batch.last_reason)
                 if batch.failing_since is None:
                     batch.failing_since = self._clock()
                 if await self._blocked(lane, batch, ticket, exc):

@@ -546,6 +546,8 @@ class Engine:
             why = None if delivery is None else delivery.divert(lane, arriving=True)
             if why is not None:
                 assert delivery is not None
+                last = lane.last_failure_reason  # set aside before the gate closed: say why
+                reason = lane.gate.state.reason or (f"{why}: {last}" if last else why)
                 self._supervisor.spawn(
                     delivery.set_aside(
                         lane,
@@ -553,7 +555,7 @@ class Engine:
                         chunks,
                         attempts=0,
                         failing_since=None,
-                        reason=lane.gate.state.reason or why,
+                        reason=reason,
                         why=why,
                     ),
                     "park",
@@ -586,6 +588,9 @@ class Engine:
         lane = self._lanes.get(note.account) if note is not None else None
         if note is None or lane is None or lane.gate.mode is GateMode.OPEN:
             return True
+        max_age = self.settings.delivery.parked_max_age_s
+        if max_age and now_wall - note.first_failure > max_age:
+            return True  # too old to wait for a probe: set aside now (parked_too_long)
         now, gate = self._clock(), lane.gate.state
         offset, account, first = msg.offset(), note.account, note.first_failure
         if gate.mode is GateMode.BLOCKED and gate.probe_due():
@@ -595,6 +600,8 @@ class Engine:
                 source.hold(tp, offset + 1, now + CANDIDATE_WAIT_S, account, first)
                 return True
         until = gate.next_probe_at if gate.next_probe_at is not None else now + 1.0
+        if max_age:  # look again when this one turns too old
+            until = min(until, now + max(0.0, first + max_age - now_wall))
         source.hold(tp, offset, min(until, now + MAX_HOLD_S), account, first)
         return False
 

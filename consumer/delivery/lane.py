@@ -92,6 +92,9 @@ class AccountLane:
         # Last accepted request and last failure (monotonic): is the account healthy?
         self.last_success_at: float | None = None
         self.last_failure_at: float | None = None
+        # The last failure's cause ("http_500", "401 UNAUTHORIZED_ACCESS"): the reason of
+        # events set aside on arrival while the gate is still open.
+        self.last_failure_reason = ""
         metrics.account_blocked.labels(account=self.account_id).set(0)
         metrics.rate_budget_share.labels(account=self.account_id).set(1.0)
 
@@ -106,8 +109,10 @@ class AccountLane:
         self.last_success_at = self._clock()
         self.signal_progress()
 
-    def note_failure(self) -> None:
+    def note_failure(self, reason: str = "") -> None:
         self.last_failure_at = self._clock()
+        if reason:
+            self.last_failure_reason = reason
 
     @property
     def healthy(self) -> bool:

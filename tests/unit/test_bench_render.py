@@ -19,3 +19,33 @@ def test_sandbox_section_survives_a_rewrite(tmp_path: Path) -> None:
     assert text.index("## Figures") < text.index(run_all.SANDBOX_HEADING)
     assert text.index("measured") < text.index("## Raw results")
     assert run_all.kept_section(tmp_path / "missing.md") == []
+
+
+def test_sick_account_rows_render_with_and_without_results() -> None:
+    def stat(value: float) -> dict[str, float]:
+        return {"median": value, "min": value, "max": value}
+
+    empty = run_all.render({"nproc": "2"}, {})
+    assert "11. Sick account" in empty
+    assert "not run" in empty.split("11. Sick account", 1)[1].splitlines()[0]
+    sick = {
+        "park_to_alone": stat(0.97),
+        "hold_to_alone": stat(0.0),
+        "alone_events_per_s": stat(990.0),
+        "park_events_per_s": stat(960.0),
+        "hold_events_per_s": stat(0.0),
+        "source_committed_share": stat(0.8),
+        "parked_events": stat(20000.0),
+        "recovered_s": stat(12.5),
+        "lost": stat(0.0),
+        "setup": "healthy account paced at 1,000 events/s",
+        "command": "python -m bench.run_all --only sick",
+        "mode": "full",
+        "at": "2026-12-02T02:00:00+00:00",
+    }
+    text = run_all.render({"nproc": "2"}, {"sick": sick})
+    line = next(row for row in text.splitlines() if "healthy account's rate beside it" in row)
+    assert "**0.970** (0.970 - 0.970) x" in line
+    assert "| met |" in line
+    lost = next(row for row in text.splitlines() if "events lost" in row)
+    assert "| met |" in lost

@@ -91,6 +91,7 @@ class BatchDelivery:
         crowding: Callable[[str], bool] = lambda _account: False,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        parking_topic: str | None = None,
     ) -> None:
         self._lanes = lanes
         self._sink = sink
@@ -111,6 +112,7 @@ class BatchDelivery:
         self._crowding = crowding
         self._clock = clock
         self._wall = wall
+        self._parking_topic = parking_topic
 
     async def deliver(self, batch: Batch) -> None:
         """Send ``batch`` until each of its events has an outcome."""
@@ -119,7 +121,7 @@ class BatchDelivery:
             if self._is_stale(batch.chunks):
                 self._drop_stale(batch)
                 return
-            why = self.divert(lane)
+            why = self.divert(lane, parked=self._is_parked(batch))
             if why is not None:  # the gate is closed and another account is healthy
                 await self._set_aside(lane, batch, why)
                 return
@@ -176,7 +178,16 @@ class BatchDelivery:
     def _other_healthy(self, lane: AccountLane) -> bool:
         return any(other.healthy for other in self._lanes.values() if other is not lane)
 
-    def divert(self, lane: AccountLane, *, arriving: bool = False) -> str | None:
+    def _is_parked(self, batch: Batch) -> bool:
+        """Some of its events came from the parking topic (they were parked before)."""
+        if self._parking_topic is None or self.policy is not Policy.PARK:
+            return False
+        topic = self._parking_topic
+        return any(src.topic() == topic for src in batch.sources)
+
+    def divert(
+        self, lane: AccountLane, *, arriving: bool = False, parked: bool = False
+    ) -> str | None:
         """Why the account's events are to be set aside now, or None to send them.
 
         While the gate is closed (blocked, sick, or probing) and another account is
@@ -195,7 +206,11 @@ class BatchDelivery:
             ):
                 return "failing and over its buffer share"
             return None
-        if lane.gate.state.probe_due() or not self._other_healthy(lane):
+        if lane.gate.state.probe_due():
+            return None
+        # Parked events go back to the parking topic even when nobody else is healthy:
+        # they are one probe's worth, and holding them would hold their partition.
+        if not parked and not self._other_healthy(lane):
             return None
         return f"account {lane.gate.mode.value}: {lane.gate.state.reason or 'unknown'}"
 
@@ -208,6 +223,7 @@ class BatchDelivery:
             park_after_s=self._park_after_s,
             crowding=self._crowding(lane.account_id),
             other_healthy=beside_healthy and self._other_healthy(lane),
+            parked_at_closed_gate=lane.gate.mode is not GateMode.OPEN and self._is_parked(batch),
         )
         if not verdict.set_aside:
             return False

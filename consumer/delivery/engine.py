@@ -294,6 +294,7 @@ class Engine:
             crowding=self._crowding,
             clock=self._clock,
             wall=self._wall,
+            parking_topic=self._parking_topic,
         )
         topics = list(s.kafka.topics)
         if self._reads_parking and self._parking_topic not in topics:
@@ -467,7 +468,7 @@ class Engine:
         runs: dict[BatchKey, tuple[list[bytes], list[Any], list[Chunk]]] = {}
         letters: list[tuple[Any, Chunk, DeadLetter]] = []
         skips: list[Chunk] = []
-        sealed: list[tuple[Chunk, int, int, int]] = []
+        sealed: list[tuple[Chunk, int, int, int, str]] = []
         chunk: Chunk | None = None
         topic: str | None = None
         partition = -1
@@ -480,7 +481,7 @@ class Engine:
                 continue
             if msg.partition() != partition or msg.topic() != topic:
                 if chunk is not None:
-                    sealed.append((chunk, first, last, size))
+                    sealed.append((chunk, first, last, size, topic or ""))
                 topic, partition, size = msg.topic(), msg.partition(), 0
                 tp = (topic or "", partition)
                 parked_run = topic == self._parking_topic
@@ -496,7 +497,7 @@ class Engine:
             if parked_run and not self._admit_parked(msg, tp):
                 continue  # its partition waits for the account (read again later)
             if size == CHUNK_EVENTS:  # bounds commit granularity and redelivery after a crash
-                sealed.append((chunk, first, last, size))
+                sealed.append((chunk, first, last, size, topic or ""))
                 chunk, size = tracker.next_chunk(chunk), 0
             if not size:
                 first = offset
@@ -517,14 +518,18 @@ class Engine:
             else:
                 letters.append((msg, chunk, _letter(result)))
         if chunk is not None:
-            sealed.append((chunk, first, last, size))
-        for args in sealed:
-            tracker.seal(*args)
+            sealed.append((chunk, first, last, size, topic or ""))
+        taken = 0
+        by_topic: Counter[str] = Counter()
+        for chunk, first, last, size, topic_name in sealed:
+            tracker.seal(chunk, first, last, size)
+            by_topic[topic_name] += size
+            taken += size
         self._hand_out(runs, skips, letters)
-        self.metrics.events_consumed_total.labels(topic=messages[0].topic() or "").inc(
-            len(messages)
-        )
-        taken = sum(args[3] for args in sealed)
+        # Taken messages only: one read again after a pause, seek or hold counts once.
+        for topic_name, n in by_topic.items():
+            if n:
+                self.metrics.events_consumed_total.labels(topic=topic_name).inc(n)
         self.metrics.events_transformed_total.inc(taken - len(skips) - len(letters))
         self.metrics.events_in_flight.set(tracker.held)
         self.counts["consumed"] += taken
@@ -586,7 +591,19 @@ class Engine:
         now_wall = self._wall()
         note = read_note(msg, now_wall)
         lane = self._lanes.get(note.account) if note is not None else None
-        if note is None or lane is None or lane.gate.mode is GateMode.OPEN:
+        if note is None or lane is None:
+            return True
+        if lane.gate.mode is GateMode.OPEN and lane.last_success_at is None:
+            # Parked by an earlier run (or another member) and no request of the account
+            # has been accepted here yet: probe it with one event before taking the rest.
+            lane.gate.block(f"parked before: {note.reason}", probe_now=True)
+            log.warning(
+                "account_parked_before",
+                account=note.account,
+                reason=note.reason,
+                action="one parked event probes the account; the rest waits for it",
+            )
+        if lane.gate.mode is GateMode.OPEN:
             return True
         max_age = self.settings.delivery.parked_max_age_s
         if max_age and now_wall - note.first_failure > max_age:

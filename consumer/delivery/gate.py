@@ -66,15 +66,22 @@ class GateState:
     def _schedule(self) -> None:
         self.next_probe_at = self._clock() + self.delay_s * (0.5 + self._rng())
 
-    def block(self, reason: str) -> bool:
-        """A request was answered 401/403/404; True when this closed an open gate."""
+    def block(self, reason: str, *, probe_now: bool = False) -> bool:
+        """A request was answered 401/403/404; True when this closed an open gate.
+
+        ``probe_now``: closed on evidence from before this process (a parked event), so
+        the first probe is due at once.
+        """
         if self.mode is not GateMode.OPEN:
             self.reason = reason
             return False
         self.mode = GateMode.BLOCKED
         self.reason = reason
         self.delay_s = self.initial_s
-        self._schedule()
+        if probe_now:
+            self.next_probe_at = self._clock()
+        else:
+            self._schedule()
         return True
 
     def probe_due(self) -> bool:
@@ -159,9 +166,9 @@ class Gate:
                 self.finish(ProbeOutcome.ABANDONED)  # our turn to probe: pass it on
             raise
 
-    def block(self, reason: str) -> bool:
+    def block(self, reason: str, *, probe_now: bool = False) -> bool:
         """A 401/403/404 outside a probe; True when it closed the gate."""
-        closed = self.state.block(reason)
+        closed = self.state.block(reason, probe_now=probe_now)
         if closed:
             self._changed()
             self._arm()

@@ -221,15 +221,22 @@ def judge_failure(
     park_after_s: float,
     crowding: bool,
     other_healthy: bool,
+    parked_at_closed_gate: bool = False,
 ) -> Verdict:
     """A batch's retryable failure: set it aside once stuck, if that frees anyone.
 
     Stuck: failing for ``park_after_s`` or longer, or its account holds more than its
     share of a full buffer (``crowding``). Setting aside only helps when another
     account is healthy; in an outage of every account it would rewrite the whole
-    backlog into the parking topic (or the dead-letter topic) for nothing.
+    backlog into the parking topic (or the dead-letter topic) for nothing. Events that
+    were parked already and failed at a closed gate (their probe) go back at once,
+    whoever else is healthy: only one probe's worth is taken from the parking topic.
     """
-    if policy is Policy.HOLD or failing_for is None or not other_healthy:
+    if policy is Policy.HOLD or failing_for is None:
+        return Verdict(False)
+    if parked_at_closed_gate:
+        return Verdict(True, "parked before, and its account's probe failed")
+    if not other_healthy:
         return Verdict(False)
     if failing_for >= park_after_s:
         return Verdict(True, f"failing for {failing_for:.0f}s")

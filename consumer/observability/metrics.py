@@ -188,7 +188,10 @@ class Metrics:
 
         # --- consume and transform -------------------------------------------------------
         self.events_consumed_total = counter(
-            "events_consumed_total", "Kafka messages read, per source topic.", {"topic": TOPIC}
+            "events_consumed_total",
+            "Kafka messages taken for delivery, per topic (the parking topic too); a message "
+            "read again after a pause, a seek or a hold counts once.",
+            {"topic": TOPIC},
         )
         self.events_transformed_total = counter(
             "events_transformed_total", "Messages turned into a conversion."

@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -20,11 +21,11 @@ from prometheus_client import CollectorRegistry
 
 from consumer.delivery.client import Response
 from consumer.delivery.engine import Engine
-from consumer.delivery.parking import H_ACCOUNT, H_PARKS
+from consumer.delivery.parking import H_ACCOUNT, H_PARKS, next_note, park_letter, parking_headers
 from consumer.observability.health import HealthState
 from consumer.observability.metrics import Metrics
 from consumer.settings import AccountSettings, Settings
-from tests.fakes_kafka import TP, Entry, FakeConsumer, FakeProducer, accepted
+from tests.fakes_kafka import TP, Entry, FakeConsumer, FakeMessage, FakeProducer, accepted
 from tests.unit.transform.helpers import event, raw
 
 TOPIC = "purchases"
@@ -247,3 +248,58 @@ async def test_parked_too_long_is_dead_lettered() -> None:
             "a parked event dead-lettered as too old",
         )
         await until(h.source_committed, "source committed")
+
+
+def parked_before(count: int) -> list[Entry]:
+    """Records an earlier run parked for account B (500s), as the parking topic holds them."""
+    now = time.time()
+    out: list[Entry] = []
+    for i in range(count):
+        value = raw(event(order_id=f"parked-{i}", event_time=now - 3600, shop="b"))
+        source = FakeMessage(TOPIC, 0, i, value)
+        note = next_note(
+            source, account=B, attempts=3, failing_since=now - 120, reason="http_500", now=now
+        )
+        headers = parking_headers(source, park_letter(note), datetime.now(UTC))
+        out.append((value, list(headers)))
+    return out
+
+
+async def test_after_a_restart_one_parked_event_probes_and_the_rest_waits() -> None:
+    """Parked by an earlier run, no other traffic: not pulled in and retried in place.
+
+    One event probes the account; while it fails, it goes back to the parking topic and
+    the partition waits for the next probe; once the account answers, everything flows.
+    """
+    apis = {A: Api(), B: Api(status=500)}
+    h = Harness(apis, probe_initial_s=0.2, probe_max_s=0.2)
+    for p in (0, 1):
+        h.log[(TOPIC, p)] = []
+    h.log[(PARKING, 0)] = parked_before(100)
+    async with h:
+        await until(lambda: apis[B].requests >= 2, "two probes")
+        await asyncio.sleep(0.6)
+        # Probes only: one at a time, at least 0.1 s apart (0.2 s x jitter 0.5..1.5).
+        assert apis[B].requests <= 10
+        assert h.engine._tracker.held <= 100
+        again = [p for p in h.parked() if p.get(H_PARKS) == b"2"]
+        assert again  # the failed probe went back to the parking topic
+        assert h.engine._source is not None
+        assert (PARKING, 0) in h.engine._source.holds
+        apis[B].status = 200
+        await until(lambda: len(apis[B].accepted_ids) == 100, "every parked event accepted")
+        await until(h.parking_committed, "parking partition committed to its end")
+    assert h.report.clean
+
+
+async def test_after_a_restart_parked_events_of_a_recovered_account_flow_at_once() -> None:
+    apis = {A: Api(), B: Api()}
+    h = Harness(apis)
+    for p in (0, 1):
+        h.log[(TOPIC, p)] = []
+    h.log[(PARKING, 0)] = parked_before(300)
+    async with h:
+        await until(lambda: len(apis[B].accepted_ids) == 300, "every parked event accepted")
+        await until(h.parking_committed, "parking partition committed to its end")
+    assert apis[B].requests <= 300 // 50 + 2  # the probe, then full batches
+    assert h.parked() == []

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import binascii
 import enum
-import hashlib
 import hmac
 import re
 import time
@@ -25,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from oauthlib.common import Request, unquote
+from oauthlib.common import Request
 from oauthlib.oauth1 import RequestValidator, ResourceEndpoint
 from oauthlib.oauth1.rfc5849 import SIGNATURE_HMAC_SHA1, signature
 from oauthlib.oauth1.rfc5849.utils import escape
@@ -117,11 +116,8 @@ _OAUTH_KEYS: Final = frozenset(
         "oauth_signature",
     }
 )
-_HEADER_RE: Final = re.compile(
-    r'OAuth (?:[ \t]*[a-z_]+="[^"\\]*"[ \t]*,)*[ \t]*[a-z_]+="[^"\\]*"[ \t]*', re.ASCII
-)
-_PARAM_RE: Final = re.compile(r'([a-z_]+)="([^"\\]*)"', re.ASCII)
 _BASE_URI_CACHE_SIZE: Final = 256
+_MAX_VALUE: Final = 256  # _Validator._printable's bound
 _UNRESERVED_RE: Final = re.compile(r"[A-Za-z0-9_.~-]*", re.ASCII)  # what quote() keeps
 
 
@@ -139,6 +135,26 @@ def signature_base_string(method: str, escaped_base_uri: str, params: dict[str, 
     # Escaped parts joined by = and &: quote() would only change %, = and & in it.
     encoded = normalized.replace("%", "%25").replace("=", "%3D").replace("&", "%26")
     return f"{_escape(method.upper())}&{escaped_base_uri}&{encoded}"
+
+
+def _plain_base_string(
+    prefix: str, *, client_key: str, nonce: str, timestamp: str, token: str, version: str | None
+) -> str:
+    """:func:`signature_base_string` of a signed request's parameters when every value is
+    unreserved (so escaped as it is): the keys in their sorted order, ``=`` and ``&``
+    already percent-encoded. ``prefix`` is the escaped method and base URI, each
+    followed by ``&``."""
+    base = (
+        f"{prefix}oauth_consumer_key%3D{client_key}%26oauth_nonce%3D{nonce}"
+        f"%26oauth_signature_method%3DHMAC-SHA1%26oauth_timestamp%3D{timestamp}"
+        f"%26oauth_token%3D{token}"
+    )
+    return base if version is None else f"{base}%26oauth_version%3D{version}"
+
+
+def _escape_base64(signature_bytes: bytes) -> bytes:
+    """``escape`` of a base64 text: ``+``, ``/`` and ``=`` are its only reserved characters."""
+    return signature_bytes.replace(b"+", b"%2B").replace(b"/", b"%2F").replace(b"=", b"%3D")
 
 
 class _Validator(RequestValidator):
@@ -275,6 +291,7 @@ class Authenticator:
         self._clock = clock
         self._skew_s = skew_s
         self._base_uris: dict[str, str] = {}
+        self._prefixes: dict[tuple[str, str], str] = {}
         self._signing_keys = {pair: c.signing_key() for pair, c in table.items()}
 
     def verify_oauth(self, method: str, uri: str, authorization: str | None) -> AuthResult:
@@ -298,35 +315,45 @@ class Authenticator:
     def _verify_fast(self, method: str, uri: str, authorization: str) -> AuthResult | None:
         """The accepting path without oauthlib's request machinery; ``None``: ask oauthlib.
 
-        Only a plainly written header of known credentials, fresh and correctly signed,
-        is decided here, with oauthlib's own normalisation and signing functions (its
-        base string URI cached per URI); the nonce is spent only then, as oauthlib does
-        before it checks a signature. Every other request goes to oauthlib untouched,
-        so each failure keeps oauthlib's verdict and reason.
+        Only the header the way clients write it is decided here: ``OAuth k="v", ...``
+        with ``, `` between items, the six or seven keys of a signed request once each,
+        every value but the signature made of unreserved characters (so that unquoting
+        and escaping leave it as it is), known credentials, a fresh timestamp and the
+        signature exactly as oauthlib's client encodes it. The base string is then
+        written in its sorted order directly (:func:`_plain_base_string`) and signed with
+        the HMAC key made once per credentials. The nonce is spent only then, as oauthlib
+        does before it checks a signature. Every other request goes to oauthlib
+        untouched, so each failure keeps oauthlib's verdict and reason.
         """
-        if "?" in uri or _HEADER_RE.fullmatch(authorization) is None:
+        if not authorization.startswith("OAuth ") or "?" in uri:
             return None
-        pairs = _PARAM_RE.findall(authorization)
-        params = dict(pairs)
-        if len(params) != len(pairs) or not params.keys() <= _OAUTH_KEYS:
+        items = authorization[6:].split(", ")
+        if not 6 <= len(items) <= 7:
             return None
-        params = {key: unquote(value) for key, value in params.items()}
+        params: dict[str, str] = {}
+        for item in items:
+            key, sep, quoted = item.partition('="')
+            if not sep or quoted[-1:] != '"':
+                return None
+            params[key] = quoted[:-1]
+        if len(params) != len(items) or not params.keys() <= _OAUTH_KEYS:
+            return None
+        version = params.get("oauth_version")
         client_key = params.get("oauth_consumer_key", "")
         token = params.get("oauth_token", "")
         nonce = params.get("oauth_nonce", "")
         timestamp = params.get("oauth_timestamp", "")
-        given = params.pop("oauth_signature", "")
-        validator = self._validator
+        given = params.get("oauth_signature", "")
         if not (
-            given
+            (version is None or version == "1.0")
             and params.get("oauth_signature_method") == SIGNATURE_HMAC_SHA1
-            and params.get("oauth_version", "1.0") == "1.0"
+            and 0 < len(client_key) <= _MAX_VALUE
+            and 0 < len(token) <= _MAX_VALUE
+            and 0 < len(nonce) <= _MAX_VALUE
             and len(timestamp) == 10
             and timestamp.isascii()
             and timestamp.isdigit()
-            and validator.check_client_key(client_key)
-            and validator.check_nonce(nonce)
-            and validator.check_access_token(token)
+            and _UNRESERVED_RE.fullmatch(client_key + token + nonce) is not None
         ):
             return None
         credential = self._credentials.get((client_key, token))
@@ -337,16 +364,33 @@ class Authenticator:
             or abs(self._clock() - stamp) > self._skew_s
         ):
             return None
-        base = signature_base_string(method, self._base_uri(uri), params)
+        base = _plain_base_string(
+            self._prefix(method, uri),
+            client_key=client_key,
+            nonce=nonce,
+            timestamp=timestamp,
+            token=token,
+            version=version,
+        )
         # oauthlib's HMAC-SHA1 signing (signature._sign_hmac), with the key made once
-        key = self._signing_keys[(client_key, token)]
-        digest = hmac.new(key, base.encode(), hashlib.sha1).digest()
-        expected = binascii.b2a_base64(digest)[:-1]
+        digest = hmac.digest(self._signing_keys[(client_key, token)], base.encode(), "sha1")
+        expected = _escape_base64(binascii.b2a_base64(digest, newline=False))
         if not hmac.compare_digest(expected, given.encode()):
             return None
         if not self.nonces.first_use((client_key, token, nonce)):
             return AuthResult(AuthFailure.REPLAYED_NONCE)
         return AuthResult(None, credential.accounts)
+
+    def _prefix(self, method: str, uri: str) -> str:
+        """The base string's first two parts and their ``&``s, kept per method and URI."""
+        cache = self._prefixes
+        key = (method, uri)
+        prefix = cache.get(key)
+        if prefix is None:
+            if len(cache) >= _BASE_URI_CACHE_SIZE:
+                cache.clear()
+            prefix = cache[key] = f"{_escape(method.upper())}&{self._base_uri(uri)}&"
+        return prefix
 
     def _verify_oauthlib(self, method: str, uri: str, authorization: str) -> AuthResult:
         """The whole verification by oauthlib's ResourceEndpoint (and its failure reasons)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import binascii
 import enum
+import hashlib
 import hmac
 import re
 import time
@@ -98,6 +99,37 @@ class _Credential:
         """RFC 5849 3.4.2's HMAC key, as oauthlib's signature._sign_hmac builds it."""
         key = f"{escape(self.consumer_secret)}&{escape(self.access_token_secret)}"
         return key.encode()
+
+    def signer(self) -> _HmacSha1:
+        return _HmacSha1(self.signing_key())
+
+
+class _HmacSha1:
+    """HMAC-SHA1 (RFC 2104) of one key with its padded inner and outer hashes made once:
+    each signature copies two hash states instead of setting a key up. ``hmac.digest``
+    does the same work, but looks the digest up in OpenSSL on every call, which with
+    the caches cold after a 500-event body costs about 30 us (measured in the server)."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > _SHA1_BLOCK:
+            key = hashlib.sha1(key).digest()  # noqa: S324 - RFC 5849 signs with HMAC-SHA1
+        key = key.ljust(_SHA1_BLOCK, b"\0")
+        self._inner = hashlib.sha1(key.translate(_IPAD))  # noqa: S324 - as above
+        self._outer = hashlib.sha1(key.translate(_OPAD))  # noqa: S324 - as above
+
+    def digest(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+_SHA1_BLOCK: Final = 64
+_IPAD: Final = bytes(byte ^ 0x36 for byte in range(256))
+_OPAD: Final = bytes(byte ^ 0x5C for byte in range(256))
 
 
 _DUMMY = "xconv-sandbox-dummy"
@@ -292,7 +324,7 @@ class Authenticator:
         self._skew_s = skew_s
         self._base_uris: dict[str, str] = {}
         self._prefixes: dict[tuple[str, str], str] = {}
-        self._signing_keys = {pair: c.signing_key() for pair, c in table.items()}
+        self._signers = {pair: c.signer() for pair, c in table.items()}
 
     def verify_oauth(self, method: str, uri: str, authorization: str | None) -> AuthResult:
         if not authorization or not authorization.lstrip().startswith("OAuth "):
@@ -373,7 +405,7 @@ class Authenticator:
             version=version,
         )
         # oauthlib's HMAC-SHA1 signing (signature._sign_hmac), with the key made once
-        digest = hmac.digest(self._signing_keys[(client_key, token)], base.encode(), "sha1")
+        digest = self._signers[(client_key, token)].digest(base.encode())
         expected = _escape_base64(binascii.b2a_base64(digest, newline=False))
         if not hmac.compare_digest(expected, given.encode()):
             return None

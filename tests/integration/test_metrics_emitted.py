@@ -148,9 +148,12 @@ def test_every_documented_metric_is_emitted(
         batching={"max_events": 25, "linger_ms": 20},
         transform={"preset": "auto"},
         # a bootstrap address nobody listens on: librdkafka reports it through error_cb
+        # (connections to every broker, not only those needed: with sparse connections
+        # librdkafka may never try the dead address, and no error would be reported)
         kafka={
             "bootstrap_servers": f"127.0.0.1:{free_port()},{env.bootstrap}",
-            "producer_extra": {"message.max.bytes": "4000"},
+            "extra": {"enable.sparse.connections": "false"},
+            "producer_extra": {"message.max.bytes": "4000", "enable.sparse.connections": "false"},
         },
     )
     engine = env.start(config)

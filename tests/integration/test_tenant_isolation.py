@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 import pytest
 import tomli_w
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import KafkaError, Producer
 
 from consumer.samples import SampleGenerator
 from consumer.sandbox.config import demo_account
@@ -45,6 +45,7 @@ from tests.fixtures.engine import (
     EngineProcess,
     OffsetsProbe,
     Produced,
+    TopicTail,
     wait_until,
 )
 from tests.fixtures.kafka import CreateTopic
@@ -364,55 +365,20 @@ class ParkedRecord:
         return topic, (partition, int(self.header("xconv.source.offset") or -1))
 
 
-class ParkingTail:
-    """Follows a topic from the start with its raw headers; ``catch_up`` reads to the end."""
+class ParkingTail(TopicTail[ParkedRecord]):
+    """Follows the parking topic from the start, each record with its raw headers."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.topic = topic
-        self.records: list[ParkedRecord] = []
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"xconv-test-parking-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-            }
+    group_prefix = "xconv-test-parking"
+
+    def _record(self, msg: Any) -> ParkedRecord:
+        raw_headers = msg.headers() or []
+        pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
+        headers: list[tuple[str, bytes | None]] = [
+            (str(name), raw.encode() if isinstance(raw, str) else raw) for name, raw in pairs
+        ]
+        return ParkedRecord(
+            msg.partition() or 0, msg.offset() or 0, msg.key(), msg.value(), headers
         )
-        meta = self._consumer.list_topics(topic, timeout=10)
-        self.partitions = sorted(meta.topics[topic].partitions)
-        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in self.partitions])
-        self._next: dict[int, int] = dict.fromkeys(self.partitions, 0)
-
-    def ends(self) -> dict[int, int]:
-        out: dict[int, int] = {}
-        for p in self.partitions:
-            _, out[p] = self._consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), timeout=10
-            )
-        return out
-
-    def catch_up(self, timeout: float = 30.0) -> list[ParkedRecord]:
-        target = self.ends()
-        deadline = time.monotonic() + timeout
-        while any(self._next[p] < target[p] for p in self.partitions):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"could not read {self.topic} up to {target}")
-            for msg in self._consumer.consume(1000, 0.5):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise AssertionError(f"reading {self.topic}: {err}")
-                partition, offset = msg.partition() or 0, msg.offset() or 0
-                self._next[partition] = offset + 1
-                headers: list[tuple[str, bytes | None]] = []
-                raw_headers = msg.headers() or []
-                pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
-                for name, raw in pairs:
-                    headers.append((str(name), raw.encode() if isinstance(raw, str) else raw))
-                self.records.append(
-                    ParkedRecord(partition, offset, msg.key(), msg.value(), headers)
-                )
-        return self.records
 
     def by_source(self, topic: str) -> dict[TP, list[ParkedRecord]]:
         out: dict[TP, list[ParkedRecord]] = {}
@@ -421,9 +387,6 @@ class ParkingTail:
             if source_topic == topic:
                 out.setdefault(pos, []).append(record)
         return out
-
-    def close(self) -> None:
-        self._consumer.close()
 
 
 def parking_tail(env: EngineEnv, parking: str) -> ParkingTail:

@@ -25,6 +25,13 @@ its share is S / D. Pacing then spreads ``remaining * share ** (1 - FAIRNESS)`` 
 replica's own queued slots over the time to reset. The small exponent favours the
 smaller shares, so unequal splits drift to 1/N; see docs/delivery-internals.md.
 
+Whole-second resets. X sends the reset in whole epoch seconds, rounded up, so the real
+end of a window lies up to a second before the header's. A group that empties the
+window at the nominal rate would then wait for that second with nothing to send. A
+window opens no later than the first answer that carries its reset, so its real end is
+at most ``window_s`` after that answer: when this bound falls within the rounding second,
+pacing uses it as the reset (see ``RateBudget._window_end``).
+
 429. ``block_until`` pauses every new slot of the account until the given time; the
 caller re-checks ``blocked_for`` after sleeping for a slot reserved before the block.
 """
@@ -50,6 +57,7 @@ SHARE_HORIZON_FRACTION = 1 / 6
 SHARE_HORIZON_MIN_S = 2.0
 SHARE_HORIZON_MAX_S = 10.0
 RESET_SAME_WINDOW_S = 1.5  # resets this close belong to one server window
+RESET_ROUNDING_S = 1.0  # the header's reset is the real end rounded up to a whole second
 
 
 class ShareEstimator:
@@ -137,6 +145,8 @@ class RateBudget:
         self._observed: tuple[int, int, float, Kind] | None = None
         self._reserved_requests = 0
         self._reserved_events = 0
+        # (reset_epoch, first answer carrying it) of the newest server window seen.
+        self._window: tuple[float, float] | None = None
         # (send_at, events) of recent reservations, in reservation order.
         self._recent: deque[tuple[float, int]] = deque()
         horizon = min(
@@ -233,7 +243,7 @@ class RateBudget:
         reset_in = reset_epoch - wall_now
         if reset_in <= 0:
             return  # stale: that window is over
-        reset_at = now + reset_in
+        reset_at = self._window_end(reset_epoch, now, now + reset_in)
         self._prune(now)
         horizon = now if sent_at is None else sent_at
         unseen = 0  # ours after the observed one, counted in this window
@@ -276,6 +286,25 @@ class RateBudget:
             self._sync_req = sync
         else:
             self._sync_evt = sync
+
+    def _window_end(self, reset_epoch: float, now: float, reset_at: float) -> float:
+        """The window's end to plan with: ``reset_at`` or a tighter bound on the real end.
+
+        The server counted the request answered at ``now`` in the window ending at
+        ``reset_epoch``, so that window opened before the first such answer and ends at
+        most ``window_s`` after it. That bound is used only within the rounding second
+        before ``reset_at``: further out it would contradict the header (the server's
+        window is not ``window_s`` long, or the clocks disagree), and the header stands.
+        """
+        window = self._window
+        if window is None or reset_epoch > window[0] + RESET_SAME_WINDOW_S:
+            self._window = window = (reset_epoch, now)
+        elif reset_epoch < window[0] - RESET_SAME_WINDOW_S:
+            return reset_at  # a late answer from an older window
+        bound = window[1] + self.window_s
+        if reset_at - RESET_ROUNDING_S <= bound < reset_at:
+            return bound
+        return reset_at
 
     def share(self, kind: Kind = "requests") -> float:
         """This replica's estimated share of the account's use (1.0 alone), for metrics."""

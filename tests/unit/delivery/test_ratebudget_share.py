@@ -142,6 +142,58 @@ def test_after_the_reset_the_pace_is_the_share_of_the_configured_budget(
     assert budget.current_interval() == pytest.approx(0.1 / (1 / 3) ** (1 - FAIRNESS))
 
 
+# --------------------------------------------------------------------------------------
+# whole-second resets
+# --------------------------------------------------------------------------------------
+
+
+def _window_emptied(clock: FakeClock, *, slack: float, window_s: float = 20.0) -> RateBudget:
+    """A window whose first answer came at ``clock.now``; its reset header is the real end
+    (``window_s`` after that answer at the latest) plus ``slack`` of rounding. Then the
+    group empties it 2 s before the header's reset."""
+    budget = RateBudget(150, window_s, clock=clock, burst=1)
+    reset_wall = clock.now + EPOCH + window_s + slack  # a whole second, as the header
+    budget.observe(150, 149, reset_wall, clock.now + EPOCH, sent_at=clock.now - 0.01)
+    clock.advance(window_s + slack - 2.0)
+    budget.observe(150, 0, reset_wall, clock.now + EPOCH, sent_at=clock.now - 0.01)
+    return budget
+
+
+def test_an_emptied_window_resumes_at_its_real_end_not_the_rounded_reset(
+    clock: FakeClock,
+) -> None:
+    # The window opened before its first answer, so it ends at most 20 s after it:
+    # 0.7 s before the rounded header. Waiting for the header left 0.7 s with nothing
+    # sent (plus the emptied tail) in every window a group used up.
+    budget = _window_emptied(clock, slack=0.7)
+    assert budget.next_slot_in() == pytest.approx(2.0 - 0.7)
+    assert budget.blocked_for() == 0.0
+
+
+def test_a_bound_beyond_the_rounding_second_leaves_the_header_standing(
+    clock: FakeClock,
+) -> None:
+    # 1.5 s between the bound and the header is not rounding: the server's window is
+    # longer than configured (or the clocks disagree), so only the header is safe.
+    budget = _window_emptied(clock, slack=1.5)
+    assert budget.next_slot_in() == pytest.approx(2.0)
+
+
+def test_the_bound_is_the_first_answer_of_each_window(clock: FakeClock) -> None:
+    budget = _window_emptied(clock, slack=0.4)
+    clock.advance(2.0)  # past the header's reset: a new window, answered first now
+    first = clock.now
+    reset_wall = first + EPOCH + 20.0 + 0.9
+    budget.observe(150, 149, reset_wall, clock.now + EPOCH, sent_at=clock.now - 0.01)
+    clock.advance(5.0)
+    # A later answer of the same window (its reset a little off, as rounding can be)
+    # keeps the first answer's bound; an older window's late answer changes nothing.
+    budget.observe(150, 60, reset_wall - 1.0, clock.now + EPOCH, sent_at=clock.now - 0.01)
+    budget.observe(150, 0, reset_wall - 21.0, clock.now + EPOCH, sent_at=clock.now - 6.0)
+    budget.observe(150, 0, reset_wall, clock.now + EPOCH, sent_at=clock.now - 0.01)
+    assert budget.next_slot_in() == pytest.approx(first + 20.0 - clock.now)
+
+
 def test_next_slot_in_reserves_nothing(clock: FakeClock) -> None:
     budget = RateBudget(10, 10.0, clock=clock, burst=1)  # 1 s per request
     assert budget.next_slot_in() == 0.0
@@ -231,3 +283,8 @@ def test_simulated_group_against_sandbox_style_windows() -> None:
     assert res.rejected == 0
     start, length, bound = res.worst_gap(res.opened[1])
     assert length <= bound, f"nothing accepted for {length:.2f}s from t={start:.1f}"
+    # Each window opens within a round trip or two of the previous one's real end: the
+    # replicas resume at the bound from their first answer, not at the rounded header
+    # (with the header alone, up to 0.47 s late here).
+    late = [b - (a + 20.0) for a, b in zip(res.opened[1:], res.opened[2:], strict=False)]
+    assert max(late) <= 0.1, late

@@ -6,8 +6,9 @@ possible burns the window in its first seconds and then stalls on 429 until the 
 instead every request reserves a slot from a Generic Cell Rate Algorithm: slots are
 ``window_s / requests_per_window`` apart (and, with an events budget,
 ``events * window_s / events_per_window`` apart), with a tolerance of ``burst``
-back-to-back requests. Sustained throughput is exactly the nominal rate, so the whole
-budget is usable while it stays spread over the window.
+back-to-back requests (once the server's headers have been seen). Sustained
+throughput is exactly the nominal rate, so the whole budget is usable while it stays
+spread over the window.
 
 Header sync. Other replicas may share the account, and the server's window is not
 aligned with ours, so ``observe`` reads ``x-rate-limit-remaining`` / ``-reset``: when
@@ -168,7 +169,12 @@ class RateBudget:
         return nominal / self._shares[kind].pace_share
 
     def _tolerance(self, now: float, kind: Kind) -> float:
-        """Burst tolerance in seconds; none while the server asked us to slow down."""
+        """Burst tolerance in seconds: none before the server's first rate-limit headers
+        (a process that just joined cannot know that other replicas left little of the
+        window: its burst is what collided with theirs), none while the server asked us
+        to slow down."""
+        if self._observed is None:
+            return 0.0
         if kind == "requests":
             if self._interval(now, kind) > self._req_interval:
                 return 0.0

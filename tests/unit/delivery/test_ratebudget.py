@@ -15,8 +15,16 @@ def send_times(budget: RateBudget, clock: FakeClock, n: int, events: int = 1) ->
     return [clock.now + budget.reserve(events) for _ in range(n)]
 
 
+def headers_seen(budget: RateBudget, clock: FakeClock) -> RateBudget:
+    """The server's first answer: the whole window left (bursts need its headers)."""
+    wall = 50_000.0
+    limit = budget.requests_per_window
+    budget.observe(limit, limit, wall + budget.window_s, wall, sent_at=clock.now)
+    return budget
+
+
 def test_pacing_spreads_evenly_after_the_burst(clock: FakeClock) -> None:
-    budget = RateBudget(100, 10.0, clock=clock, burst=5)  # 0.1 s per request
+    budget = headers_seen(RateBudget(100, 10.0, clock=clock, burst=5), clock)  # 0.1 s each
     times = send_times(budget, clock, 50)
     start = clock.now
     assert all(t == pytest.approx(start) for t in times[:5])
@@ -28,11 +36,24 @@ def test_pacing_spreads_evenly_after_the_burst(clock: FakeClock) -> None:
 
 
 def test_burst_is_bounded_after_idle(clock: FakeClock) -> None:
-    budget = RateBudget(100, 10.0, clock=clock, burst=5)
+    budget = headers_seen(RateBudget(100, 10.0, clock=clock, burst=5), clock)
     clock.advance(1000.0)  # a long idle period does not bank credit beyond the burst
     times = send_times(budget, clock, 10)
     immediate = [t for t in times if t < clock.now + 1e-6]
     assert len(immediate) == 5
+
+
+def test_no_burst_before_the_servers_first_headers(clock: FakeClock) -> None:
+    # A process that just joined a group cannot know what the others left of the
+    # window: with the burst, two newcomers sent 10 requests each at once, and the
+    # window's last few were refused (429). Until the first headers: the nominal pace.
+    budget = RateBudget(100, 10.0, clock=clock, burst=5)
+    times = send_times(budget, clock, 5)
+    assert [t - clock.now for t in times] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    headers_seen(budget, clock)
+    clock.advance(10.0)  # idle: the burst is back, within a window the server told of
+    times = send_times(budget, clock, 6)
+    assert sum(1 for t in times if t < clock.now + 1e-6) == 5
 
 
 def test_full_window_budget_is_usable(clock: FakeClock) -> None:
@@ -46,7 +67,7 @@ def test_full_window_budget_is_usable(clock: FakeClock) -> None:
 def test_events_budget_paces_by_event_count(clock: FakeClock) -> None:
     # 60,000 events / 900 s = one event per 15 ms; 500-event requests every 7.5 s.
     budget = RateBudget(100_000, 900.0, 60_000, clock=clock, burst=10, event_burst=500)
-    times = send_times(budget, clock, 6, events=500)
+    times = send_times(headers_seen(budget, clock), clock, 6, events=500)
     start = clock.now
     assert times[0] == start
     assert times[1] == start  # one full request of event burst

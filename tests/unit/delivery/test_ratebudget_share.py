@@ -288,3 +288,21 @@ def test_simulated_group_against_sandbox_style_windows() -> None:
     # (with the header alone, up to 0.47 s late here).
     late = [b - (a + 20.0) for a, b in zip(res.opened[1:], res.opened[2:], strict=False)]
     assert max(late) <= 0.1, late
+
+
+@pytest.mark.parametrize("join_s", [5.0, 13.0, 17.0])
+def test_simulated_newcomers_joining_late_in_a_window_get_no_429(join_s: float) -> None:
+    # As in the integration test's warm-up: one replica alone, then two more join the
+    # group with most of the window spent. Their first requests went out as a burst of
+    # ten each before any headers said how little was left: 429s at the window's end.
+    res = simulate(
+        lifetimes=[Lifetime(0.0), Lifetime(join_s), Lifetime(join_s)],
+        duration_s=120.0,
+        window_s=20.0,
+        limit=150,
+        rtt_s=0.02,
+        opening_windows=True,
+    )
+    assert res.rejected == 0
+    whole = range(2, len(res.opened))
+    assert min(res.per_window.get(w, 0) for w in whole) >= 0.95 * 150

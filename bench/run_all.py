@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         figures["command"] = figures.get("command", command)
         figures["mode"] = mode
         figures["at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        figures["cpu"] = machine().get("cpu", "")  # machines change between sessions
         results[name] = figures
 
     try:
@@ -594,7 +595,10 @@ def render(info: dict[str, str], r: dict[str, Any], kept: list[str] | None = Non
         return None if stat is None else stat["median"]
 
     def cmd(name: str) -> str:
-        return f"`{r[name]['command']}` ({r[name]['mode']}, {r[name]['at']})" if name in r else ""
+        if name not in r:
+            return ""
+        cpu = f", {r[name]['cpu']}" if r[name].get("cpu") else ""
+        return f"`{r[name]['command']}` ({r[name]['mode']}, {r[name]['at']}{cpu})"
 
     rows: list[tuple[str, str, str, str, str]] = []
     tr = med("transform", "us_per_event")
@@ -803,6 +807,8 @@ def render(info: dict[str, str], r: dict[str, Any], kept: list[str] | None = Non
         "share the cores below, and other jobs may run at the same time.",
         "",
         "## Machine",
+        "",
+        "The machine of the latest run; each figure's command names the CPU it ran on.",
         "",
         *[f"- {key}: {value}" for key, value in info.items()],
         "",

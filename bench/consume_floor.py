@@ -59,6 +59,25 @@ async def _aio(conf: dict[str, object], topic: str, total: int) -> float:
     return used
 
 
+def floor_us_per_event(suite: e2e.Suite, pool: e2e.Pool, events: int, mode: str = "aio") -> float:
+    """CPU per event of a bare consume loop (``plain`` or ``aio``) over a fresh topic of
+    ``events`` pool events; what the engine's no-op figure is read against."""
+    topic = f"floor-{mode}-{time.time_ns()}"
+    create_topics(suite.stack.bootstrap, {topic: PARTITIONS})
+    keys, values = pool.tiled(events)
+    produce_all(suite.stack.bootstrap, topic, keys, values)
+    conf: dict[str, object] = {
+        "bootstrap.servers": suite.stack.bootstrap,
+        "group.id": topic,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    }
+    if mode == "plain":
+        return _plain(conf, topic, events) / events * 1e6
+    used = asyncio.run(_aio(conf, topic, events))
+    return used / events * 1e6
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -70,21 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for _ in range(args.rounds):
             for mode in ("plain", "aio"):
-                topic = f"floor-{mode}-{time.time_ns()}"
-                create_topics(suite.stack.bootstrap, {topic: PARTITIONS})
-                keys, values = pool.tiled(args.events)
-                produce_all(suite.stack.bootstrap, topic, keys, values)
-                conf: dict[str, object] = {
-                    "bootstrap.servers": suite.stack.bootstrap,
-                    "group.id": topic,
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                }
-                if mode == "plain":
-                    used = _plain(conf, topic, args.events)
-                else:
-                    used = asyncio.run(_aio(conf, topic, args.events))
-                print(f"{mode:5s} {used / args.events * 1e6:.2f} µs of CPU per event", flush=True)
+                cost = floor_us_per_event(suite, pool, args.events, mode)
+                print(f"{mode:5s} {cost:.2f} µs of CPU per event", flush=True)
     finally:
         suite.close()
     return 0

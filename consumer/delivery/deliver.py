@@ -121,7 +121,7 @@ class BatchDelivery:
             if self._is_stale(batch.chunks):
                 self._drop_stale(batch)
                 return
-            why = self.divert(lane, parked=self._is_parked(batch))
+            why = self.divert(lane, batch=batch)
             if why is not None:  # the gate is closed and another account is healthy
                 await self._set_aside(lane, batch, why)
                 return
@@ -186,14 +186,15 @@ class BatchDelivery:
         return any(src.topic() == topic for src in batch.sources)
 
     def divert(
-        self, lane: AccountLane, *, arriving: bool = False, parked: bool = False
+        self, lane: AccountLane, *, arriving: bool = False, batch: Batch | None = None
     ) -> str | None:
         """Why the account's events are to be set aside now, or None to send them.
 
         While the gate is closed (blocked, sick, or probing) and another account is
         healthy, but never the one event or batch that the gate's probe is due for.
         Events ``arriving`` from Kafka are set aside too while the account is failing and
-        over its buffer share (its quota).
+        over its buffer share (its quota). Whether ``batch`` holds parked events is asked
+        only at a closed gate (it looks at every event).
         """
         if self.policy is Policy.HOLD:
             return None
@@ -210,6 +211,7 @@ class BatchDelivery:
             return None
         # Parked events go back to the parking topic even when nobody else is healthy:
         # they are one probe's worth, and holding them would hold their partition.
+        parked = batch is not None and self._is_parked(batch)
         if not parked and not self._other_healthy(lane):
             return None
         return f"account {lane.gate.mode.value}: {lane.gate.state.reason or 'unknown'}"

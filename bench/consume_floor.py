@@ -15,6 +15,7 @@ import asyncio
 import resource
 import time
 from pathlib import Path
+from typing import Literal
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.aio import AIOConsumer
@@ -59,7 +60,9 @@ async def _aio(conf: dict[str, object], topic: str, total: int) -> float:
     return used
 
 
-def floor_us_per_event(suite: e2e.Suite, pool: e2e.Pool, events: int, mode: str = "aio") -> float:
+def floor_us_per_event(
+    suite: e2e.Suite, pool: e2e.Pool, events: int, mode: Literal["plain", "aio"] = "aio"
+) -> float:
     """CPU per event of a bare consume loop (``plain`` or ``aio``) over a fresh topic of
     ``events`` pool events; what the engine's no-op figure is read against."""
     topic = f"floor-{mode}-{time.time_ns()}"
@@ -73,8 +76,9 @@ def floor_us_per_event(suite: e2e.Suite, pool: e2e.Pool, events: int, mode: str 
         "auto.offset.reset": "earliest",
     }
     if mode == "plain":
-        return _plain(conf, topic, events) / events * 1e6
-    used = asyncio.run(_aio(conf, topic, events))
+        used = _plain(conf, topic, events)
+    else:
+        used = asyncio.run(_aio(conf, topic, events))
     return used / events * 1e6
 
 

@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import structlog
@@ -112,6 +112,10 @@ def account_auth(account: AccountSettings) -> Auth:
     return OAuth1Auth(*values)
 
 
+#: How long librdkafka waits to fetch again once its prefetch queue was full (ms).
+FETCH_QUEUE_BACKOFF_MS: Final = 100
+
+
 def consumer_config(settings: Settings, group_id: str | None = None) -> dict[str, Any]:
     conf: dict[str, Any] = settings.kafka.client_config()
     conf.update(
@@ -126,6 +130,10 @@ def consumer_config(settings: Settings, group_id: str | None = None) -> dict[str
             "enable.partition.eof": False,
             # librdkafka's prefetch queue counts against memory too (default 64 MB).
             "queued.max.messages.kbytes": 16384,
+            # With that cap a fast consumer drains the queue in well under a second, and
+            # librdkafka then waits fetch.queue.backoff.ms (1 s by default) before it
+            # fetches again: measured, 0.6 s without a message every ~50,000 events.
+            "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
             "logger": KAFKA_LOGGER,
         }
     )

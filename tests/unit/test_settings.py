@@ -11,10 +11,10 @@ import orjson
 import pytest
 
 from consumer.cli import main
-from consumer.delivery.engine import consumer_config, producer_config
+from consumer.delivery.engine import FETCH_QUEUE_BACKOFF_MS, consumer_config, producer_config
 from consumer.errors import ConfigError
 from consumer.observability.secrets import KNOWN_SECRETS
-from consumer.settings import dotted, leaves, load_settings
+from consumer.settings import Settings, dotted, leaves, load_settings
 
 BASE = """
 [kafka]
@@ -134,6 +134,18 @@ def test_sasl_settings_reach_librdkafka(tmp_path: Path) -> None:
     producer = producer_config(settings)
     assert producer["sasl.password"] == "p"
     assert "fetch.wait.max.ms" not in producer  # consumer-only settings stay there
+
+
+def test_consumer_fetches_again_soon_after_a_full_prefetch_queue(tmp_path: Path) -> None:
+    # librdkafka's 1 s default left the consumer without messages for 0.6 s every
+    # ~50,000 events at the 16 MB prefetch cap (BENCHMARKS.md, engine scenario).
+    conf = consumer_config(Settings())
+    assert conf["queued.max.messages.kbytes"] == 16384
+    assert conf["fetch.queue.backoff.ms"] == FETCH_QUEUE_BACKOFF_MS
+    assert FETCH_QUEUE_BACKOFF_MS <= 100
+    path = tmp_path / "c.toml"
+    path.write_text('[kafka.extra]\n"fetch.queue.backoff.ms" = "500"\n')
+    assert consumer_config(load_settings(path))["fetch.queue.backoff.ms"] == "500"
 
 
 def test_yaml_files_are_read(tmp_path: Path) -> None:

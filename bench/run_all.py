@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from bench import chaos, consume_floor, e2e, replica_share, sick_account
+from bench import chaos, consume_floor, e2e, http_floor, replica_share, sick_account
 from bench.common import REPO_ROOT, RUN_ROOT, machine
 
 RESULTS = REPO_ROOT / "bench" / "results.json"
@@ -228,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                     # The bare AIOConsumer loop on the same machine, same round: the part
                     # of the engine's figure no Python consumer can avoid.
                     floor = consume_floor.floor_us_per_event(s, p, events)
+                    # The engine's own client alone, same round: sending 500-event bodies.
+                    http = http_floor.floor_us_per_event(s, p, events)
                     row = {
                         "full_cpu_us_per_event": full["cpu_us_per_event"],
                         "noop_cpu_us_per_event": noop["cpu_us_per_event"],
@@ -236,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                         "noop_share": noop["cpu_us_per_event"] / full["cpu_us_per_event"],
                         "floor_cpu_us_per_event": floor,
                         "noop_above_floor_us": noop["cpu_us_per_event"] - floor,
+                        "http_floor_cpu_us_per_event": http,
+                        "noop_above_floors_us": noop["cpu_us_per_event"] - floor - http,
                     }
                     print(f"  engine round {i + 1}/{runs}: {row}", flush=True)
                     rows.append(row)
@@ -677,6 +681,17 @@ def render(info: dict[str, str], r: dict[str, Any], kept: list[str] | None = Non
             _fmt(get("engine", "floor_cpu_us_per_event"), 1)
             + " µs / "
             + _fmt(get("engine", "noop_above_floor_us"), 1)
+            + " µs",
+            "",
+            "",
+            cmd("engine"),
+        ),
+        (
+            "2b. The engine's HTTP path alone (its client, 500 events per request, 16 in"
+            " flight) in the same rounds / the no-op figure above both floors",
+            _fmt(get("engine", "http_floor_cpu_us_per_event"), 1)
+            + " µs / "
+            + _fmt(get("engine", "noop_above_floors_us"), 1)
             + " µs",
             "",
             "",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -271,6 +272,12 @@ def sandbox_account(
         "pixel_token": DEMO_PIXEL_TOKEN,
         "rate_limit": dict(rate_limit or {"enabled": False}),
     }
+
+
+def process_cpu_s() -> float:
+    """This process's user + system CPU seconds, every thread included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def consumer_account(account_id: str, pixel_id: str, **extra: Any) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import resource
 import time
 from pathlib import Path
 from typing import Literal
@@ -21,15 +20,10 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.aio import AIOConsumer
 
 from bench import e2e
-from bench.common import RUN_ROOT, produce_all
+from bench.common import RUN_ROOT, process_cpu_s, produce_all
 from devtools.stack import create_topics
 
 PARTITIONS = 12
-
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _plain(conf: dict[str, object], topic: str, total: int) -> float:
@@ -39,9 +33,9 @@ def _plain(conf: dict[str, object], topic: str, total: int) -> float:
     while seen < total:
         batch = client.consume(2000, 1.0)
         if batch and first is None:
-            first = _cpu()
+            first = process_cpu_s()
         seen += sum(1 for m in batch if m.error() is None and m.value() is not None)
-    used = _cpu() - (first or 0.0)
+    used = process_cpu_s() - (first or 0.0)
     client.close()
     return used
 
@@ -53,9 +47,9 @@ async def _aio(conf: dict[str, object], topic: str, total: int) -> float:
     while seen < total:
         batch = await client.consume(2000, 1.0)
         if batch and first is None:
-            first = _cpu()
+            first = process_cpu_s()
         seen += sum(1 for m in batch if m.error() is None and m.value() is not None)
-    used = _cpu() - (first or 0.0)
+    used = process_cpu_s() - (first or 0.0)
     await client.close()
     return used
 

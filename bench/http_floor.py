@@ -17,40 +17,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import resource
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-import tomli_w
-
 from bench import e2e
-from bench.common import RUN_ROOT, consumer_account
+from bench.common import RUN_ROOT, consumer_account, process_cpu_s
 from consumer.delivery.batcher import MAX_EVENTS_PER_REQUEST, Batch, new_batch_id
-from consumer.delivery.client import XAdsClient, make_session
+from consumer.delivery.client import XAdsClient, conversions_url, make_session
 from consumer.delivery.engine import account_auth
-from consumer.settings import Settings, load_settings
+from consumer.settings import Settings
 from consumer.transform import Conversion, Transformer
 from devtools.stack import DEMO_ACCOUNT
 
 
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _settings(suite: e2e.Suite) -> Settings:
     """The benchmarks' consumer settings for the demo account (as ``Suite.consumer``)."""
-    config = {
-        "kafka": {"bootstrap_servers": suite.stack.bootstrap, "topics": ["unused"]},
-        "api": {"base_url": suite.stack.sandbox_url, "version": "12"},
-        "accounts": [consumer_account(DEMO_ACCOUNT["account_id"], DEMO_ACCOUNT["pixel_id"])],
-        "transform": {"preset": "canonical"},
-        "routing": {"default": dict(DEMO_ACCOUNT)},
-    }
-    path = suite.stack.workdir / "http-floor.toml"
-    path.write_text(tomli_w.dumps(config))
-    return load_settings(path)
+    return Settings.model_validate(
+        {
+            "kafka": {"bootstrap_servers": suite.stack.bootstrap, "topics": ["unused"]},
+            "api": {"base_url": suite.stack.sandbox_url, "version": "12"},
+            "accounts": [consumer_account(DEMO_ACCOUNT["account_id"], DEMO_ACCOUNT["pixel_id"])],
+            "transform": {"preset": "canonical"},
+            "routing": {"default": dict(DEMO_ACCOUNT)},
+        }
+    )
 
 
 def _bodies(settings: Settings, values: list[bytes]) -> list[Batch]:
@@ -62,6 +54,14 @@ def _bodies(settings: Settings, values: list[bytes]) -> list[Batch]:
         Batch(new_batch_id(), key, payloads[i : i + size], [], [], 0.0)
         for i in range(0, len(payloads), size)
     ]
+
+
+async def _timed(one: Callable[[Batch], Awaitable[None]], batches: list[Batch]) -> float:
+    """CPU seconds to ``one`` every batch but the first, which connects and warms up."""
+    await one(batches[0])
+    start = process_cpu_s()
+    await asyncio.gather(*(one(batch) for batch in batches[1:]))
+    return process_cpu_s() - start
 
 
 async def _send_all(settings: Settings, batches: list[Batch], in_flight: int) -> float:
@@ -78,10 +78,7 @@ async def _send_all(settings: Settings, batches: list[Batch], in_flight: int) ->
                 raise RuntimeError(f"sandbox answered {answer.status}: {answer.body[:200]!r}")
 
     try:
-        await one(batches[0])  # connect and warm up outside the measurement
-        start = _cpu()
-        await asyncio.gather(*(one(batch) for batch in batches[1:]))
-        return _cpu() - start
+        return await _timed(one, batches)
     finally:
         await session.close()
 
@@ -90,7 +87,7 @@ async def _send_all_raw(settings: Settings, batches: list[Batch], in_flight: int
     """``_send_all`` with a bare HTTP/1.1 client: ``in_flight`` kept-alive connections."""
     api, account = settings.api, settings.accounts[0]
     auth = account_auth(account)
-    url = f"{api.base_url.rstrip('/')}/{api.version}/measurement/conversions/{account.pixel_id}"
+    url = conversions_url(api.base_url, api.version, account.pixel_id)
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
@@ -98,6 +95,10 @@ async def _send_all_raw(settings: Settings, batches: list[Batch], in_flight: int
         idle.put_nowait(await asyncio.open_connection(host, port))
 
     async def one(batch: Batch) -> None:
+        async with asyncio.timeout(api.request_timeout_s):
+            await exchange(batch)
+
+    async def exchange(batch: Batch) -> None:
         reader, writer = await idle.get()
         body = batch.body()
         headers = {"Content-Type": "application/json", **auth.headers("POST", url)}
@@ -118,10 +119,7 @@ async def _send_all_raw(settings: Settings, batches: list[Batch], in_flight: int
         idle.put_nowait((reader, writer))
 
     try:
-        await one(batches[0])
-        start = _cpu()
-        await asyncio.gather(*(one(batch) for batch in batches[1:]))
-        return _cpu() - start
+        return await _timed(one, batches)
     finally:
         while not idle.empty():
             idle.get_nowait()[1].close()

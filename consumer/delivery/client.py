@@ -31,6 +31,13 @@ class Response:
     body: bytes
 
 
+def conversions_url(base_url: str, version: str, pixel_id: str) -> str:
+    """The conversions endpoint of one pixel, its path parts percent-encoded."""
+    base = base_url.rstrip("/")
+    path_version = quote(str(version).strip("/"), safe="")
+    return f"{base}/{path_version}/measurement/conversions/{quote(pixel_id, safe='')}"
+
+
 def make_session(
     connect_timeout_s: float, total_timeout_s: float, limit: int = 100
 ) -> aiohttp.ClientSession:
@@ -58,12 +65,12 @@ class XAdsClient:
         auth: Auth,
     ) -> None:
         self._session = session
-        self._base = base_url.rstrip("/")
-        self._version = quote(str(version).strip("/"), safe="")
+        self._base_url = base_url
+        self._version = version
         self._auth = auth
 
     def url_for(self, pixel_id: str) -> str:
-        return f"{self._base}/{self._version}/measurement/conversions/{quote(pixel_id, safe='')}"
+        return conversions_url(self._base_url, self._version, pixel_id)
 
     async def send(self, pixel_id: str, body: bytes) -> Response:
         """POST ``body``; return the answer or raise ``TransportError``."""

@@ -280,6 +280,30 @@ def process_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+#: How ``thread_cpu_s`` groups a process's threads.
+THREAD_GROUPS = ("loop", "librdkafka", "other")
+
+
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds of ``pid``'s live threads by group (Linux ``/proc``): ``loop`` is the
+    main thread (the asyncio loop), ``librdkafka`` the threads librdkafka starts (named
+    ``rdk:*``), ``other`` the rest (the executor threads that build confluent-kafka's
+    message objects, and any helper). A thread that ended is missing from ``other``:
+    take the process total less the first two for it."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = dict.fromkeys(THREAD_GROUPS, 0.0)
+    task_dir = Path(f"/proc/{pid}/task")
+    for tid in os.listdir(task_dir):
+        try:
+            comm = (task_dir / tid / "comm").read_text().strip()
+            fields = (task_dir / tid / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended between the listing and the read
+        group = "loop" if int(tid) == pid else "librdkafka" if comm.startswith("rdk:") else "other"
+        out[group] += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return out
+
+
 def consumer_account(account_id: str, pixel_id: str, **extra: Any) -> dict[str, Any]:
     return {
         "account_id": account_id,

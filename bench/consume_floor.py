@@ -2,7 +2,8 @@
 
 Not a test. Produces ``--events`` canonical events to a 12-partition topic on a local
 broker, then reads them back with confluent-kafka's plain ``Consumer`` and with
-``AIOConsumer`` (2,000 per call, nothing done with them), and prints the process's CPU
+``AIOConsumer`` (2,000 per call, nothing done with them; the engine's client settings),
+and prints the process's CPU
 per event (librdkafka's threads included), alternating the two, ``--rounds`` times.
 
     python -m bench.consume_floor --events 200000 --rounds 2
@@ -21,6 +22,7 @@ from confluent_kafka.aio import AIOConsumer
 
 from bench import e2e
 from bench.common import RUN_ROOT, process_cpu_s, produce_all
+from consumer.delivery.engine import consumer_config
 from devtools.stack import create_topics
 
 PARTITIONS = 12
@@ -63,12 +65,8 @@ def floor_us_per_event(
     create_topics(suite.stack.bootstrap, {topic: PARTITIONS})
     keys, values = pool.tiled(events)
     produce_all(suite.stack.bootstrap, topic, keys, values)
-    conf: dict[str, object] = {
-        "bootstrap.servers": suite.stack.bootstrap,
-        "group.id": topic,
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-    }
+    # The engine's own client settings (prefetch cap, fetch backoff, ...), nothing else.
+    conf: dict[str, object] = consumer_config(suite.settings(topic), group_id=topic)
     if mode == "plain":
         used = _plain(conf, topic, events)
     else:

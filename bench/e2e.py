@@ -33,8 +33,10 @@ from bench.common import (
     sandbox_account,
     sandbox_ids,
     sandbox_stats,
+    thread_cpu_s,
     wait_for,
 )
+from consumer.settings import Settings
 from consumer.transform import Conversion, Transformer
 from consumer.transform.config import RouteSettings, RoutingSettings, TransformSettings
 from devtools.stack import (
@@ -136,6 +138,21 @@ class Suite:
         self.stack.start_sandbox(sandbox_config)
         self.sandbox = self.stack.processes[-1]
         return topic, run
+
+    def settings(self, topic: str = "unused") -> Settings:
+        """The benchmarks' consumer settings for the demo account, in memory (the
+        floors build their clients from these, as ``consumer`` does from its file)."""
+        return Settings.model_validate(
+            {
+                "kafka": {"bootstrap_servers": self.stack.bootstrap, "topics": [topic]},
+                "api": {"base_url": self.stack.sandbox_url, "version": "12"},
+                "accounts": [
+                    consumer_account(DEMO_ACCOUNT["account_id"], DEMO_ACCOUNT["pixel_id"])
+                ],
+                "transform": {"preset": "canonical"},
+                "routing": {"default": dict(DEMO_ACCOUNT)},
+            }
+        )
 
     def consumer(
         self,
@@ -240,6 +257,7 @@ PIPELINES: dict[str, list[str] | None] = {
     "xconv": None,
     "noop": [sys.executable, "-m", "bench.noop_engine"],
     "naive": [sys.executable, "-m", "bench.naive_baseline"],
+    "naive-noop": [sys.executable, "-m", "bench.naive_baseline", "--noop-transform"],
 }
 
 
@@ -279,11 +297,12 @@ def throughput(
     unpaced: dict[str, Any] = {} if paced else {"requests_per_window": UNPACED_REQUESTS}
     proc, url, sampler = suite.consumer(topic, run, program=PIPELINES[pipeline], account=unpaced)
     group = f"xconv-{run}"
-    if pipeline == "naive":  # no metrics endpoint: its log line, then Kafka's committed offsets
+    if pipeline.startswith("naive"):  # no metrics endpoint: its log line, then Kafka's commits
         _wait_log(proc, b"first fetch", "first fetch")
     else:
         _wait_metric(url, "xconv_events_consumed_total", proc, "first fetch")
     start, cpu0 = time.perf_counter(), sampler.proc.cpu_times()
+    threads0 = thread_cpu_s(proc.popen.pid)
     sandbox_sampler.sample()
     sandbox_cpu0 = sandbox_sampler.cpu_s
     # Every pipeline alike: Kafka's view, never the consumer's /metrics (a scrape every
@@ -291,6 +310,7 @@ def throughput(
     _wait_kafka_committed(suite.stack.bootstrap, group, topic, events, 900, proc)
     seconds = time.perf_counter() - start
     cpu1 = sampler.proc.cpu_times()
+    threads1 = thread_cpu_s(proc.popen.pid)
     sandbox_sampler.sample()
     sampler.stop()
     accepted = sandbox_stats(suite.stack.sandbox_url)["accepted_conversions"]
@@ -311,6 +331,19 @@ def throughput(
         "raw_ceiling_per_s": ceiling,
         "ratio_to_ceiling": events / seconds / ceiling,
         "accepted_ok": float(accepted >= pool.valid_count(events)),
+        # Where the process's CPU went: its loop thread, librdkafka's threads, the rest
+        # (the process total less those two, so the three add up to cpu_us_per_event).
+        "loop_cpu_us_per_event": (threads1["loop"] - threads0["loop"]) / events * 1e6,
+        "librdkafka_cpu_us_per_event": (threads1["librdkafka"] - threads0["librdkafka"])
+        / events
+        * 1e6,
+        "other_cpu_us_per_event": (
+            cpu
+            - (threads1["loop"] - threads0["loop"])
+            - (threads1["librdkafka"] - threads0["librdkafka"])
+        )
+        / events
+        * 1e6,
     }
 
 
@@ -326,7 +359,7 @@ def verify(suite: Suite, pool: Pool, events: int, topic: str, group: str, pipeli
     behind = {p: (done.get(p), end) for p, end in ends.items() if done.get(p) != end}
     problems = [f"committed != end offset on partitions {behind}"] if behind else []
     dead = sum(end_offsets(bootstrap, f"{topic}.dlq").values())
-    if pipeline == "noop":
+    if pipeline.endswith("noop"):
         accepted = sandbox_stats(suite.stack.sandbox_url)["accepted_conversions"]
         if accepted + dead < events:
             problems.append(f"{accepted} accepted + {dead} dead letters < {events} events")

@@ -23,26 +23,13 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from bench import e2e
-from bench.common import RUN_ROOT, consumer_account, process_cpu_s
+from bench.common import RUN_ROOT, process_cpu_s
 from consumer.delivery.batcher import MAX_EVENTS_PER_REQUEST, Batch, new_batch_id
 from consumer.delivery.client import XAdsClient, conversions_url, make_session
 from consumer.delivery.engine import account_auth
 from consumer.settings import Settings
 from consumer.transform import Conversion, Transformer
 from devtools.stack import DEMO_ACCOUNT
-
-
-def _settings(suite: e2e.Suite) -> Settings:
-    """The benchmarks' consumer settings for the demo account (as ``Suite.consumer``)."""
-    return Settings.model_validate(
-        {
-            "kafka": {"bootstrap_servers": suite.stack.bootstrap, "topics": ["unused"]},
-            "api": {"base_url": suite.stack.sandbox_url, "version": "12"},
-            "accounts": [consumer_account(DEMO_ACCOUNT["account_id"], DEMO_ACCOUNT["pixel_id"])],
-            "transform": {"preset": "canonical"},
-            "routing": {"default": dict(DEMO_ACCOUNT)},
-        }
-    )
 
 
 def _bodies(settings: Settings, values: list[bytes]) -> list[Batch]:
@@ -136,7 +123,7 @@ def floor_us_per_event(
     to a fresh sandbox (its validation on, its rate limit off), with the engine's
     client (``xads``) or the bare one (``raw``)."""
     suite.new_run({"accounts": [e2e._demo_sandbox_account({"enabled": False})]})
-    settings = _settings(suite)
+    settings = suite.settings()
     _, values = pool.tiled(events)
     batches = _bodies(settings, values)
     slots = in_flight or settings.accounts[0].max_in_flight

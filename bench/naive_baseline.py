@@ -11,6 +11,11 @@ every failure retried each second forever (a 400 ends the process), no rebalance
 a benchmark helper, not a product.
 
     python -m bench.naive_baseline run --config FILE    (the file ``xconv run`` reads)
+    python -m bench.naive_baseline --noop-transform run --config FILE
+
+``--noop-transform`` hands out the first event's conversion for every later one (as
+bench/noop_engine.py does for ``xconv run``): what such a script spends on everything
+but the transform, beside the engine's own no-op figure.
 
 It prints ``first fetch`` when the first messages arrive (the benchmark's clock starts).
 """
@@ -29,6 +34,7 @@ import aiohttp
 from confluent_kafka import Consumer, Producer, TopicPartition
 from oauthlib.oauth1 import Client
 
+from bench.noop_engine import NoopTransformer
 from consumer.settings import AccountSettings, Settings, load_settings
 from consumer.transform import Conversion, Rejection, Transformer
 
@@ -104,13 +110,12 @@ async def post(session: aiohttp.ClientSession, url: str, body: bytes, sign: Sign
         await asyncio.sleep(1.0)
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings, noop_transform: bool = False) -> None:
     kafka = settings.kafka
     # The reference transform: a naive script is plain Python (xconv's native core is
     # part of what the comparison measures).
-    transformer = Transformer(
-        settings.transform.model_copy(update={"engine": "python"}), settings.routing
-    )
+    kind = NoopTransformer if noop_transform else Transformer
+    transformer = kind(settings.transform.model_copy(update={"engine": "python"}), settings.routing)
     signers = {a.account_id: signer(a) for a in settings.accounts}
     base = f"{settings.api.base_url.rstrip('/')}/{settings.api.version}/measurement/conversions/"
     common = kafka.client_config()
@@ -219,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["run"])
     parser.add_argument("--config", required=True)
+    parser.add_argument("--noop-transform", action="store_true")
     args = parser.parse_args(argv)
-    asyncio.run(run(load_settings(args.config)))
+    asyncio.run(run(load_settings(args.config), args.noop_transform))
     return 0
 
 

@@ -230,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
                     floor = consume_floor.floor_us_per_event(s, p, events)
                     # The engine's own client alone, same round: sending 500-event bodies.
                     http = http_floor.floor_us_per_event(s, p, events)
+                    # The naive confluent-kafka + aiohttp script with the same no-op
+                    # transform, same round: what such a script pays beside the transform.
+                    naive = e2e.throughput(s, p, events, pipeline="naive-noop", paced=False)
                     row = {
                         "full_cpu_us_per_event": full["cpu_us_per_event"],
                         "noop_cpu_us_per_event": noop["cpu_us_per_event"],
@@ -240,6 +243,13 @@ def main(argv: list[str] | None = None) -> int:
                         "noop_above_floor_us": noop["cpu_us_per_event"] - floor,
                         "http_floor_cpu_us_per_event": http,
                         "noop_above_floors_us": noop["cpu_us_per_event"] - floor - http,
+                        "naive_noop_cpu_us_per_event": naive["cpu_us_per_event"],
+                        "noop_to_naive_noop": noop["cpu_us_per_event"] / naive["cpu_us_per_event"],
+                        **{
+                            f"{who}_{group}_cpu_us_per_event": run[f"{group}_cpu_us_per_event"]
+                            for who, run in (("noop", noop), ("naive_noop", naive))
+                            for group in ("loop", "librdkafka", "other")
+                        },
                     }
                     print(f"  engine round {i + 1}/{runs}: {row}", flush=True)
                     rows.append(row)
@@ -692,6 +702,32 @@ def render(info: dict[str, str], r: dict[str, Any], kept: list[str] | None = Non
             _fmt(get("engine", "http_floor_cpu_us_per_event"), 1)
             + " µs / "
             + _fmt(get("engine", "noop_above_floors_us"), 1)
+            + " µs",
+            "",
+            "",
+            cmd("engine"),
+        ),
+        (
+            "2b. The naive script (bench/naive_baseline.py) with the same no-op transform, same"
+            " rounds / the engine's no-op figure over it (per round)",
+            _fmt(get("engine", "naive_noop_cpu_us_per_event"), 1)
+            + " µs / "
+            + _fmt(get("engine", "noop_to_naive_noop"), 2)
+            + " x",
+            "",
+            "",
+            cmd("engine"),
+        ),
+        (
+            "2b. Where the no-op CPU goes, engine / naive script: asyncio loop thread,"
+            " librdkafka's threads, the rest (executor threads building messages)",
+            " / ".join(
+                ", ".join(
+                    _fmt(get("engine", f"{who}_{group}_cpu_us_per_event"), 1)
+                    for group in ("loop", "librdkafka", "other")
+                )
+                for who in ("noop", "naive_noop")
+            )
             + " µs",
             "",
             "",

@@ -49,3 +49,29 @@ def test_sick_account_rows_render_with_and_without_results() -> None:
     assert "| met |" in line
     lost = next(row for row in text.splitlines() if "events lost" in row)
     assert "| met |" in lost
+
+
+def test_engine_rows_show_the_naive_no_op_script_and_the_thread_split() -> None:
+    def stat(value: float) -> dict[str, float]:
+        return {"median": value, "min": value, "max": value}
+
+    engine = {
+        "noop_cpu_us_per_event": stat(4.0),
+        "naive_noop_cpu_us_per_event": stat(8.0),
+        "noop_to_naive_noop": stat(0.5),
+        **{
+            f"{who}_{group}_cpu_us_per_event": stat(value)
+            for who, base in (("noop", 1.0), ("naive_noop", 4.0))
+            for group, value in (("loop", base), ("librdkafka", base + 1), ("other", base + 2))
+        },
+        "command": "python -m bench.run_all --only engine",
+        "mode": "full",
+        "at": "2026-12-02T19:00:00+00:00",
+    }
+    text = run_all.render({"nproc": "2"}, {"engine": engine})
+    naive = next(row for row in text.splitlines() if "naive script (bench" in row)
+    assert "**8.0** (8.0 - 8.0) µs / **0.50** (0.50 - 0.50) x" in naive
+    split = next(row for row in text.splitlines() if "Where the no-op CPU goes" in row)
+    assert "**1.0** (1.0 - 1.0), **2.0** (2.0 - 2.0), **3.0** (3.0 - 3.0) / **4.0**" in split
+    empty = run_all.render({"nproc": "2"}, {})
+    assert "not run" in next(row for row in empty.splitlines() if "naive script (bench" in row)

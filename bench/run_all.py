@@ -24,7 +24,15 @@ from typing import Any
 
 import orjson
 
-from bench import chaos, consume_floor, e2e, http_floor, replica_share, sick_account
+from bench import (
+    chaos,
+    consume_floor,
+    e2e,
+    engine_ab,
+    http_floor,
+    replica_share,
+    sick_account,
+)
 from bench.common import REPO_ROOT, RUN_ROOT, machine
 
 RESULTS = REPO_ROOT / "bench" / "results.json"
@@ -33,6 +41,7 @@ SCENARIOS = (
     "transform",
     "e2e",
     "engine",
+    "v1",
     "naive",
     "pacing",
     "outage",
@@ -42,6 +51,11 @@ SCENARIOS = (
     "replicas",
     "sick",
 )
+
+
+#: The last commit before engine v2 (issue 9): the 789-line ``Engine`` and the Python
+#: transform only. Scenario ``v1`` runs it beside this tree.
+V1_COMMIT = "a4c952f"
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -256,6 +270,30 @@ def main(argv: list[str] | None = None) -> int:
                 return {key: _stats([r[key] for r in rows]) for key in rows[0]}
 
             record("engine", cmd, run_engine)
+        if "v1" in only:
+            cmd = f"{base_cmd} --only v1 --events {events} --runs {runs}"
+
+            def run_v1() -> dict[str, Any]:
+                # Before and after engine v2, side by side on one broker: each tree's
+                # ``xconv run`` end to end, and each tree's engine with the no-op transform.
+                s, p = need_suite()
+                base = engine_ab.checkout(V1_COMMIT, RUN_ROOT / f"v1-{V1_COMMIT}")
+                out: dict[str, Any] = {"base_commit": V1_COMMIT}
+                for pipeline, size in (("xconv", events), ("noop", min(events, 200_000))):
+                    rows = engine_ab.side_by_side(s, p, base, size, runs, pipeline)
+                    for tree, name in (("base", "v1"), ("this", "v2")):
+                        for key in ("cpu_us_per_event", "events_per_s", "peak_rss_mb"):
+                            out[f"{pipeline}_{name}_{key}"] = _stats([r[key] for r in rows[tree]])
+                    out[f"{pipeline}_cpu_ratio"] = _stats(
+                        [
+                            new["cpu_us_per_event"] / old["cpu_us_per_event"]
+                            for old, new in zip(rows["base"], rows["this"], strict=True)
+                        ]
+                    )
+                    out[f"{pipeline}_events"] = size
+                return out
+
+            record("v1", cmd, run_v1)
         if "naive" in only:
             cmd = f"{base_cmd} --only naive --events {events} --runs {runs}"
 
@@ -387,6 +425,36 @@ def main(argv: list[str] | None = None) -> int:
     for failure in failures:
         print("FAILED:", failure)
     return 1 if failures else 0
+
+
+def _v1_rows(v: dict[str, Any], command: str) -> list[tuple[str, str, str, str, str]]:
+    """Section 2c: engine v1 (before issue 9) and this tree, side by side in one run."""
+
+    def pair(pipeline: str, key: str, digits: int) -> str:
+        return " / ".join(_fmt(v.get(f"{pipeline}_{tree}_{key}"), digits) for tree in ("v1", "v2"))
+
+    base = v.get("base_commit", "?")
+    out: list[tuple[str, str, str, str, str]] = []
+    for pipeline, what in (("xconv", "`xconv run` end to end"), ("noop", "no-op transform")):
+        size = v.get(f"{pipeline}_events")
+        label = f"2c. Before / after engine v2 ({base} / this tree), {what}" + (
+            f", {size:,} events" if size else ""
+        )
+        out += [
+            (f"{label}: events/s", pair(pipeline, "events_per_s", 0), "", "", command),
+            (
+                f"{label}: consumer CPU per event; after / before (per round)",
+                pair(pipeline, "cpu_us_per_event", 1)
+                + " µs; "
+                + _fmt(v.get(f"{pipeline}_cpu_ratio"), 2)
+                + " x",
+                "",
+                "",
+                command,
+            ),
+            (f"{label}: peak RSS", pair(pipeline, "peak_rss_mb", 0) + " MB", "", "", command),
+        ]
+    return out
 
 
 def _chaos_rows(c: dict[str, Any] | None, command: str) -> list[tuple[str, str, str, str, str]]:
@@ -751,6 +819,7 @@ def render(info: dict[str, str], r: dict[str, Any], kept: list[str] | None = Non
             cmd("engine"),
         ),
     ]
+    rows += _v1_rows(r.get("v1", {}), cmd("v1"))
     for name, label in (("pacing_headers", "with headers"), ("pacing_no_headers", "no headers")):
         used = med(name, "budget_used")
         limited = med(name, "http_429")

@@ -75,3 +75,33 @@ def test_engine_rows_show_the_naive_no_op_script_and_the_thread_split() -> None:
     assert "**1.0** (1.0 - 1.0), **2.0** (2.0 - 2.0), **3.0** (3.0 - 3.0) / **4.0**" in split
     empty = run_all.render({"nproc": "2"}, {})
     assert "not run" in next(row for row in empty.splitlines() if "naive script (bench" in row)
+
+
+def test_v1_rows_put_before_and_after_side_by_side() -> None:
+    def stat(value: float) -> dict[str, float]:
+        return {"median": value, "min": value, "max": value}
+
+    v1 = {
+        "base_commit": "a4c952f",
+        "xconv_events": 1_000_000,
+        "noop_events": 200_000,
+        **{
+            f"{pipeline}_{tree}_{key}": stat(value)
+            for pipeline in ("xconv", "noop")
+            for tree, value in (("v1", 40.0), ("v2", 10.0))
+            for key in ("cpu_us_per_event", "events_per_s", "peak_rss_mb")
+        },
+        "xconv_cpu_ratio": stat(0.25),
+        "noop_cpu_ratio": stat(0.25),
+        "command": "python -m bench.run_all --only v1",
+        "mode": "full",
+        "at": "2026-12-02T19:00:00+00:00",
+    }
+    text = run_all.render({"nproc": "2"}, {"v1": v1})
+    wanted = "end to end, 1,000,000 events: consumer CPU"
+    cpu = next(row for row in text.splitlines() if wanted in row)
+    assert "(a4c952f / this tree)" in cpu
+    assert "**40.0** (40.0 - 40.0) / **10.0** (10.0 - 10.0) µs; **0.25** (0.25 - 0.25) x" in cpu
+    assert "no-op transform, 200,000 events: peak RSS" in text
+    empty = run_all.render({"nproc": "2"}, {})
+    assert "not run / not run" in next(row for row in empty.splitlines() if "2c. Before" in row)

@@ -112,6 +112,11 @@ def account_auth(account: AccountSettings) -> Auth:
     return OAuth1Auth(*values)
 
 
+def _unbound_append(_item: Any) -> None:
+    """Placeholder for ``_ingest``'s bound appends before its first conversion."""
+    raise AssertionError("append before a run was chosen")
+
+
 #: How long librdkafka waits to fetch again once its prefetch queue was full (ms).
 FETCH_QUEUE_BACKOFF_MS: Final = 100
 
@@ -483,6 +488,13 @@ class Engine:
         floor = stop = first = last = size = 0
         parked_run = False
         tp: TP = ("", -1)
+        # The run of the last conversion's route, its appends bound: most fetches carry
+        # one or a few routes, so the per-message dict lookup is skipped (identity is
+        # only a shortcut: an equal route that is another object takes the lookup).
+        last_route: object = None
+        add_payload: Callable[[bytes], None] = _unbound_append
+        add_source: Callable[[Any], None] = _unbound_append
+        add_chunk: Callable[[Chunk], None] = _unbound_append
         for msg in messages:
             if msg.error() is not None:
                 self._fetch_error(msg)
@@ -514,13 +526,20 @@ class Engine:
             result = transform(msg.value() or b"")
             if type(result) is Conversion:
                 route = result.route
-                key = (route.account_id, route.pixel_id)
-                run = runs.get(key)
-                if run is None:
-                    run = runs[key] = ([], [], [])
-                run[0].append(result.payload)
-                run[1].append(msg)
-                run[2].append(chunk)
+                if route is not last_route:
+                    key = (route.account_id, route.pixel_id)
+                    run = runs.get(key)
+                    if run is None:
+                        run = runs[key] = ([], [], [])
+                    add_payload, add_source, add_chunk = (
+                        run[0].append,
+                        run[1].append,
+                        run[2].append,
+                    )
+                    last_route = route
+                add_payload(result.payload)
+                add_source(msg)
+                add_chunk(chunk)
             elif type(result) is Skip:
                 skips.append(chunk)
             else:

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from consumer.delivery.engine import CHUNK_EVENTS, Engine
 from consumer.observability.health import HealthState
 from consumer.observability.metrics import Metrics
+from consumer.transform import Conversion, Rejection, Route, Skip, Transformer
 from tests.fakes_kafka import FakeMessage, ScriptedApi, accepted
 from tests.unit.delivery.test_engine_states import TOPIC, settings
 from tests.unit.transform.helpers import event, raw
@@ -74,3 +75,33 @@ def test_interleaved_partitions_get_one_chunk_per_run() -> None:
     assert sizes == [3, 4, 2]
     assert e._tracker.outstanding((TOPIC, 0)) == 5
     assert e._tracker.outstanding((TOPIC, 1)) == 4
+
+
+class _RouteByOffset(Transformer):
+    """Hands out a conversion per message whose route is picked by the message's offset."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self.routes = routes
+
+    def transform(self, raw: bytes) -> Conversion | Rejection | Skip:
+        offset = int(raw)
+        return Conversion(self.routes[offset], f"c{offset}", raw)
+
+
+def test_alternating_routes_and_equal_route_objects_land_in_their_own_batches() -> None:
+    e = engine()
+    e._tracker.assign((TOPIC, 0))
+    a = Route("18ce552mlaq", "oka17", "ol288")
+    a_again = Route("18ce552mlaq", "oka17", "ol288")  # equal, another object
+    b = Route("18ce552mlaq", "pix2", "ol288")
+    routes = [a, b, a, a_again, b, b, a_again, a, b, a]
+    e.transformer = _RouteByOffset(routes)
+    e._ingest([FakeMessage(TOPIC, 0, off, str(off).encode()) for off in range(len(routes))])
+    opened = {key: held.batch for key, held in e._batcher._open.items()}
+    assert set(opened) == {("18ce552mlaq", "oka17"), ("18ce552mlaq", "pix2")}
+    for key, batch in opened.items():
+        want = [off for off, r in enumerate(routes) if (r.account_id, r.pixel_id) == key]
+        assert batch.payloads == [str(off).encode() for off in want]
+        assert [m.offset() for m in batch.sources] == want
+        assert len(batch.chunks) == len(want)
+    assert e._batcher.pending_events == len(routes)

@@ -320,6 +320,8 @@ def throughput(
         raise RuntimeError(f"{pipeline} exited with {code}; see {proc.log_path}")
     ceiling = raw_ceiling(suite.stack.bootstrap, topic, events)
     cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+    split = {group: threads1[group] - threads0[group] for group in ("loop", "librdkafka")}
+    split["other"] = cpu - sum(split.values())
     return {
         "events": events,
         "seconds": seconds,
@@ -333,17 +335,7 @@ def throughput(
         "accepted_ok": float(accepted >= pool.valid_count(events)),
         # Where the process's CPU went: its loop thread, librdkafka's threads, the rest
         # (the process total less those two, so the three add up to cpu_us_per_event).
-        "loop_cpu_us_per_event": (threads1["loop"] - threads0["loop"]) / events * 1e6,
-        "librdkafka_cpu_us_per_event": (threads1["librdkafka"] - threads0["librdkafka"])
-        / events
-        * 1e6,
-        "other_cpu_us_per_event": (
-            cpu
-            - (threads1["loop"] - threads0["loop"])
-            - (threads1["librdkafka"] - threads0["librdkafka"])
-        )
-        / events
-        * 1e6,
+        **{f"{group}_cpu_us_per_event": used / events * 1e6 for group, used in split.items()},
     }
 
 

@@ -7,6 +7,11 @@ from pathlib import Path
 from bench import run_all
 
 
+def stat(value: float) -> dict[str, float]:
+    """One figure as run_all stores it: the same median, min and max."""
+    return {"median": value, "min": value, "max": value}
+
+
 def test_sandbox_section_survives_a_rewrite(tmp_path: Path) -> None:
     old = tmp_path / "BENCHMARKS.md"
     old.write_text(
@@ -22,9 +27,6 @@ def test_sandbox_section_survives_a_rewrite(tmp_path: Path) -> None:
 
 
 def test_sick_account_rows_render_with_and_without_results() -> None:
-    def stat(value: float) -> dict[str, float]:
-        return {"median": value, "min": value, "max": value}
-
     empty = run_all.render({"nproc": "2"}, {})
     assert "11. Sick account" in empty
     assert "not run" in empty.split("11. Sick account", 1)[1].splitlines()[0]
@@ -52,9 +54,6 @@ def test_sick_account_rows_render_with_and_without_results() -> None:
 
 
 def test_engine_rows_show_the_naive_no_op_script_and_the_thread_split() -> None:
-    def stat(value: float) -> dict[str, float]:
-        return {"median": value, "min": value, "max": value}
-
     engine = {
         "noop_cpu_us_per_event": stat(4.0),
         "naive_noop_cpu_us_per_event": stat(8.0),
@@ -78,9 +77,6 @@ def test_engine_rows_show_the_naive_no_op_script_and_the_thread_split() -> None:
 
 
 def test_v1_rows_put_before_and_after_side_by_side() -> None:
-    def stat(value: float) -> dict[str, float]:
-        return {"median": value, "min": value, "max": value}
-
     v1 = {
         "base_commit": "a4c952f",
         "xconv_events": 1_000_000,
